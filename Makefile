@@ -1,0 +1,17 @@
+# The two commands of the README: `make run` (the main job) and `make test` (the tests).
+.PHONY: bootstrap run test lint demo
+
+bootstrap:
+	@scripts/bootstrap
+
+run: bootstrap
+	.venv/bin/python -m monitor --demo
+
+demo: bootstrap
+	.venv/bin/python -m monitor --demo
+
+test: bootstrap
+	.venv/bin/pytest
+
+lint: bootstrap
+	.venv/bin/ruff check .
