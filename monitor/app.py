@@ -1,0 +1,244 @@
+"""The aiohttp application: routes, the WebSocket handler, and the start and stop of every part."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from monitor import __version__
+from monitor.config import Config
+from monitor.hub import CloseCode, Hub, dumps
+from monitor.ingest import Ingest
+from monitor.metrics import Metrics
+from monitor.prometheus import make_registry, render
+from monitor.protocol import RateLimit, Session
+from monitor.store import Store
+from monitor.stream import Stream
+from monitor.views import InvalidView, View
+
+log = logging.getLogger("monitor.app")
+
+STATIC = Path(__file__).parent / "static"
+STATE: web.AppKey[MonitorState] = web.AppKey("state")
+STAT_KEYS = (
+    "uploads", "upload_failed", "upload_canceled", "downloads", "download_failed", "download_canceled",
+    "audits", "audit_failed", "repairs", "repair_failed", "bytes_in", "bytes_out", "events",
+)  # fmt: skip
+
+
+class MonitorState:
+    """Every long-lived part of a running monitor."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.hub = Hub(
+            self.metrics,
+            queue_size=config.queue_size,
+            send_timeout=config.send_timeout,
+            close_timeout=config.close_timeout,
+        )
+        self.stream = Stream(
+            self.hub,
+            interval=config.batch_interval,
+            max_batch=config.max_batch,
+            replay_size=config.replay_size,
+        )
+        self.node_names = [n.name for n in config.nodes]
+        self.store: Store | None = None
+        self.ingest: Ingest | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+        self.started_at = time.time()
+        self.registry = make_registry(self.metrics, self.hub, lambda: len(self.stream.pending))
+        self.last_status: dict[str, Any] | None = None
+
+    async def start(self) -> None:
+        self.store = await Store.open(self.config.db)
+        self.ingest = Ingest(
+            self.config.nodes,
+            self.store,
+            self.stream.add_events,
+            self.metrics,
+            from_start=self.config.from_start,
+        )
+        await self.ingest.start()
+        await self.stream.start()
+        self.spawn(self._every(self.config.stats_interval, self.broadcast_stats), "stats")
+        self.spawn(self._every(self.config.status_interval, self.broadcast_status), "status")
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        self.tasks.append(asyncio.create_task(coro, name=name))
+
+    async def stop(self) -> None:
+        """Stop reading, store and broadcast what was read, then close the database."""
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.tasks.clear()
+        if self.ingest is not None:
+            await self.ingest.stop()
+        await self.stream.stop()
+        if self.store is not None:
+            await self.store.close()
+
+    async def _every(self, seconds: float, action: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            await action()
+
+    async def stats_message(self, view: View, all_stats: dict[str, dict[str, Any]] | None = None) -> dict:
+        if all_stats is None:
+            assert self.store is not None
+            all_stats = await self.store.node_stats(view.select(self.node_names))
+        nodes = {name: all_stats.get(name, {}) for name in view.select(self.node_names)}
+        totals = {key: sum(s.get(key) or 0 for s in nodes.values()) for key in STAT_KEYS}
+        return {
+            "type": "stats_update",
+            "view": view.to_json(),
+            "as_of_seq": self.stream.seq,
+            "nodes": nodes,
+            "totals": totals,
+        }
+
+    async def broadcast_stats(self) -> None:
+        groups = self.hub.by_view()
+        if not groups or self.store is None:
+            return
+        all_stats = await self.store.node_stats(None)
+        for view, clients in groups.items():
+            message = await self.stats_message(view, all_stats)
+            self.hub.broadcast_text(dumps(message), clients)
+
+    def status_message(self) -> dict[str, Any]:
+        nodes = self.ingest.node_status() if self.ingest is not None else {}
+        return {"type": "connection_status", "nodes": nodes, "clients": len(self.hub.clients)}
+
+    async def broadcast_status(self) -> None:
+        message = self.status_message()
+        if message != self.last_status:
+            self.last_status = message
+            await self.hub.robust_broadcast(message)
+
+    def init_message(self, view: View) -> dict[str, Any]:
+        return {
+            "type": "init",
+            "epoch": self.stream.epoch,
+            "seq": self.stream.seq,
+            "nodes": self.node_names,
+            "view": view.to_json(),
+            "server_time": time.time(),
+            "heartbeat": self.config.heartbeat,
+            "version": __version__,
+        }
+
+
+def origin_allowed(request: web.Request, allowed: list[str]) -> bool:
+    return not allowed or request.headers.get("Origin") in allowed
+
+
+async def websocket_handler(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    config = state.config
+    if not origin_allowed(request, config.allowed_origins):
+        raise web.HTTPForbidden(text="origin not allowed")
+    try:
+        view = View.parse(request.query.get("view", "all"), state.node_names)
+    except InvalidView as exc:
+        raise web.HTTPBadRequest(text=f"invalid view: {exc}") from None
+    ws = web.WebSocketResponse(heartbeat=config.heartbeat, max_msg_size=config.max_message_bytes, compress=False)
+    try:
+        await ws.prepare(request)
+    except (ConnectionError, RuntimeError) as exc:
+        log.debug("handshake did not complete: %r", exc)
+        return ws
+    client = state.hub.register(ws, request, view)
+    limit = RateLimit(rate=config.rate_limit, burst=config.rate_burst, tokens=config.rate_burst)
+    session = Session(
+        client, state.hub, state.stream, state.node_names, state.stats_message, state.metrics, limit
+    )
+    state.hub.send(client, state.init_message(view))
+    if "epoch" in request.query:
+        since = request.query.get("since", "")
+        plan = state.stream.plan_resume(
+            request.query["epoch"], int(since) if since.isdigit() else since, session.init_seq
+        )
+        state.stream.deliver_resume(client, plan)
+    try:
+        state.hub.send(client, await state.stats_message(view))
+        await receive_loop(ws, session)
+    finally:
+        state.hub.unregister(client)
+    return ws
+
+
+async def receive_loop(ws: web.WebSocketResponse, session: Session) -> None:
+    async for msg in ws:
+        if msg.type is WSMsgType.TEXT:
+            await session.on_text(msg.data)
+        elif msg.type is WSMsgType.BINARY:
+            session.on_binary()
+        elif msg.type is WSMsgType.ERROR:
+            exc = ws.exception()
+            log.debug("client %d: connection error: %r", session.client.id, exc)
+            if isinstance(exc, TimeoutError):
+                session.hub.evict(session.client, "heartbeat_timeout", CloseCode.GOING_AWAY)
+            break
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    body = {
+        "status": "ok",
+        "version": __version__,
+        "epoch": state.stream.epoch,
+        "seq": state.stream.seq,
+        "clients": len(state.hub.clients),
+        "uptime_s": round(time.time() - state.started_at, 3),
+        "events_persisted": state.metrics.events_persisted,
+        "nodes": state.ingest.node_status() if state.ingest is not None else {},
+    }
+    return web.json_response(body)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = render(request.app[STATE].registry)
+    return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
+
+async def _on_startup(app: web.Application) -> None:
+    await app[STATE].start()
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    await app[STATE].hub.close_all()
+
+
+async def _on_cleanup(app: web.Application) -> None:
+    await app[STATE].stop()
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024)
+    app[STATE] = MonitorState(config)
+    app.router.add_get("/", index)
+    app.router.add_get("/ws", websocket_handler)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_static("/static", STATIC)
+    app.on_startup.append(_on_startup)
+    app.on_shutdown.append(_on_shutdown)
+    app.on_cleanup.append(_on_cleanup)
+    return app
