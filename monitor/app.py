@@ -100,7 +100,8 @@ class MonitorState:
             assert self.store is not None
             all_stats = await self.store.node_stats(view.select(self.node_names))
         nodes = {name: all_stats.get(name, {}) for name in view.select(self.node_names)}
-        totals = {key: sum(s.get(key) or 0 for s in nodes.values()) for key in STAT_KEYS}
+        totals: dict[str, Any] = {key: sum(s.get(key) or 0 for s in nodes.values()) for key in STAT_KEYS}
+        totals["last_event_ts"] = max((s["last_event_ts"] for s in nodes.values() if s.get("last_event_ts")), default=None)
         return {
             "type": "stats_update",
             "view": view.to_json(),
@@ -172,6 +173,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             request.query["epoch"], int(since) if since.isdigit() else since, session.init_seq
         )
         state.stream.deliver_resume(client, plan)
+    state.hub.send(client, state.status_message())
     try:
         state.hub.send(client, await state.stats_message(view))
         await receive_loop(ws, session)

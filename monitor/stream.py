@@ -105,6 +105,9 @@ class Stream:
         if since + 1 < oldest and since < upto:
             return self._resync("too_old")
         batches = [b for b in self.replay if since < b.seq <= upto]
+        if len(batches) > self.hub.queue_size // 2:
+            # More than the client's queue could take without evicting it: reloading is cheaper.
+            return self._resync("too_far_behind")
         notice = {"type": "resumed", "epoch": self.epoch, "from_seq": since + 1, "to_seq": upto}
         return ResumePlan(notice, batches)
 

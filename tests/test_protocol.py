@@ -29,16 +29,17 @@ async def reply_of(ws: aiohttp.ClientWebSocketResponse, kind: str, timeout: floa
 async def test_connect_gets_init_then_stats(tmp_path):
     async with running_monitor(tmp_path) as mon, aiohttp.ClientSession() as s:
         ws = await s.ws_connect(mon.ws_url)
-        init, stats = await first_messages(ws, 2)
+        init, status, stats = await first_messages(ws, 3)
         assert init["type"] == "init" and init["nodes"] == ["n1", "n2"] and init["view"] == "all"
         assert init["epoch"] == mon.state.stream.epoch and init["seq"] == mon.state.stream.seq
+        assert status["type"] == "connection_status" and set(status["nodes"]) == {"n1", "n2"}
         assert stats["type"] == "stats_update" and set(stats["nodes"]) == {"n1", "n2"}
 
 
 async def test_requests_get_answers(tmp_path):
     async with running_monitor(tmp_path) as mon, aiohttp.ClientSession() as s:
         ws = await s.ws_connect(mon.ws_url)
-        await first_messages(ws, 2)
+        await first_messages(ws, 3)
         await ws.send_json({"type": "ping", "t": 42})
         assert (await reply_of(ws, "pong"))["t"] == 42
         await ws.send_json({"type": "set_view", "view": ["n2"]})
@@ -64,7 +65,7 @@ async def test_requests_get_answers(tmp_path):
 async def test_bad_input_gets_a_clear_error_and_the_connection_stays_usable(tmp_path, frame, code):
     async with running_monitor(tmp_path) as mon, aiohttp.ClientSession() as s:
         ws = await s.ws_connect(mon.ws_url)
-        await first_messages(ws, 2)
+        await first_messages(ws, 3)
         await ws.send_str(frame)
         err = await reply_of(ws, "error")
         assert err["code"] == code and err["message"]
@@ -75,7 +76,7 @@ async def test_bad_input_gets_a_clear_error_and_the_connection_stays_usable(tmp_
 async def test_binary_frame_is_refused_politely(tmp_path):
     async with running_monitor(tmp_path) as mon, aiohttp.ClientSession() as s:
         ws = await s.ws_connect(mon.ws_url)
-        await first_messages(ws, 2)
+        await first_messages(ws, 3)
         await ws.send_bytes(b"\x00\x01")
         assert (await reply_of(ws, "error"))["code"] == "binary_not_supported"
 
@@ -83,7 +84,7 @@ async def test_binary_frame_is_refused_politely(tmp_path):
 async def test_huge_frame_closes_with_1009(tmp_path):
     async with running_monitor(tmp_path, max_message_bytes=64 * 1024) as mon, aiohttp.ClientSession() as s:
         ws = await s.ws_connect(mon.ws_url)
-        await first_messages(ws, 2)
+        await first_messages(ws, 3)
         await ws.send_str("x" * 100_000)
         async with asyncio.timeout(5):
             while (await ws.receive()).type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
@@ -96,7 +97,7 @@ async def test_flooding_client_is_rate_limited_then_disconnected(tmp_path):
     async with running_monitor(tmp_path, rate_limit=20.0, rate_burst=20.0) as mon, aiohttp.ClientSession() as s:
         ws = await s.ws_connect(mon.ws_url)
         calm = Recorder(await s.ws_connect(mon.ws_url))
-        await first_messages(ws, 2)
+        await first_messages(ws, 3)
         for _ in range(30):
             await ws.send_json({"type": "ping"})
         assert (await reply_of(ws, "error"))["code"] == "rate_limited"
@@ -140,7 +141,7 @@ async def test_resume_in_the_url_replays_in_order(tmp_path):
 async def test_resume_that_cannot_be_served_asks_for_resync(tmp_path, epoch, since, reason):
     async with running_monitor(tmp_path) as mon, aiohttp.ClientSession() as s:
         ws = await s.ws_connect(mon.ws_url)
-        init, _ = await first_messages(ws, 2)
+        init, _, _ = await first_messages(ws, 3)
         await ws.send_json({"type": "resume", "epoch": epoch or init["epoch"], "since": since})
         resync = await reply_of(ws, "resync_required")
         assert resync["reason"] == reason and resync["epoch"] == init["epoch"]
@@ -149,7 +150,7 @@ async def test_resume_that_cannot_be_served_asks_for_resync(tmp_path, epoch, sin
 async def test_resume_older_than_the_replay_buffer_asks_for_resync(tmp_path):
     async with running_monitor(tmp_path, replay_size=3) as mon, aiohttp.ClientSession() as s:
         ws = await s.ws_connect(mon.ws_url)
-        init, _ = await first_messages(ws, 2)
+        init, _, _ = await first_messages(ws, 3)
         for _ in range(6):
             mon.feed(1)
             await asyncio.sleep(0.15)
