@@ -1,0 +1,68 @@
+"""One ordered record of a run: what was fed, which faults ran, what every client observed, what the
+target logged and reported. Written as JSON lines while the run goes; the checkers read it back.
+
+Every record has ``t`` (seconds since the run started, monotonic), ``w`` (wall-clock time, comparable
+with a server's ``sent_at``) and ``kind``. The kinds and their fields:
+
+- ``step``: ``name`` (steady_before, method, heal, steady_after, checks), ``detail``
+- ``feed``: ``ids`` (event ids appended to the target's input), ``node``
+- ``fault_start`` / ``fault_heal``: ``fault`` (its name in the scenario), ``type``, ``cohort``, ``params``
+- ``connect``: ``client``, ``cohort``, ``attempt``
+- ``connect_error``: ``client``, ``cohort``, ``error``
+- ``init``: ``client``, ``epoch``, ``seq``
+- ``batch``: ``client``, ``seq``, ``ids``, ``sent_at`` (server wall time), ``recv_at`` (client wall time)
+- ``notice``: ``client``, ``type`` (resumed, resync_required, error), ``body``
+- ``close``: ``client``, ``cohort``, ``code`` (None when the connection just broke), ``by`` (server,
+  client, error), ``reason``
+- ``client_fault``: ``client``, ``action`` (rst, stop_reading, mid_frame, garbage, ...)
+- ``target``: ``event`` (started, ready, killed, paused, resumed, stopped, exited), ``pid``, ``code``
+- ``metrics``: ``clients`` (the server's registry size, when it exposes one), ``values``
+- ``log``: ``level``, ``line``, ``lineno`` (the target's own log records)
+- ``probe``: ``check`` (ws, health), ``ok``, ``latency_s``, ``error``
+- ``harness_cpu``: ``percent`` (the harness process), ``backlog`` (largest client receive backlog)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+
+class History:
+    def __init__(self, path: Path | None = None) -> None:
+        self.started = time.monotonic()
+        self.records: list[dict[str, Any]] = []
+        self.path = path
+        self._file: IO[str] | None = path.open("w", encoding="utf-8") if path is not None else None
+
+    def now(self) -> float:
+        return time.monotonic() - self.started
+
+    def record(self, kind: str, **fields: Any) -> dict[str, Any]:
+        entry = {"t": round(self.now(), 6), "w": time.time(), "kind": kind, **fields}
+        self.records.append(entry)
+        if self._file is not None:
+            self._file.write(json.dumps(entry, default=str) + "\n")
+        return entry
+
+    def of(self, *kinds: str) -> Iterator[dict[str, Any]]:
+        return (r for r in self.records if r["kind"] in kinds)
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    @classmethod
+    def load(cls, path: Path) -> History:
+        history = cls()
+        with path.open(encoding="utf-8") as fh:
+            history.records = [json.loads(line) for line in fh if line.strip()]
+        return history
