@@ -8,6 +8,7 @@ import contextlib
 import errno
 import logging
 import signal
+import sqlite3
 import sys
 import tempfile
 from pathlib import Path
@@ -107,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     config = build_config(args)
     try:
         asyncio.run(serve(config))
+    except sqlite3.Error as exc:
+        print(f"monitor: cannot use the database {config.db}: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             print(f"monitor: port {config.port} on {config.host} is already in use; "

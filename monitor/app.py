@@ -101,7 +101,8 @@ class MonitorState:
             all_stats = await self.store.node_stats(view.select(self.node_names))
         nodes = {name: all_stats.get(name, {}) for name in view.select(self.node_names)}
         totals: dict[str, Any] = {key: sum(s.get(key) or 0 for s in nodes.values()) for key in STAT_KEYS}
-        totals["last_event_ts"] = max((s["last_event_ts"] for s in nodes.values() if s.get("last_event_ts")), default=None)
+        times = [s["last_event_ts"] for s in nodes.values() if s.get("last_event_ts")]
+        totals["last_event_ts"] = max(times, default=None)
         return {
             "type": "stats_update",
             "view": view.to_json(),

@@ -1,0 +1,193 @@
+"""The ``wschaos`` command: run, list and validate scenarios."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import shlex
+import signal
+import sys
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import click
+
+from harness import __version__
+from harness.errors import HarnessError
+from harness.runner import ScenarioResult, run_scenario
+from harness.scenario import Scenario, discover, load
+from harness.target import TargetSpec, bundled_monitor, load_target
+from harness.toxiproxy import Toxiproxy, ToxiproxyServer
+
+STATUS_COLOURS = {"pass": "green", "fail": "red", "error": "yellow", "unreliable": "yellow", "skipped": "cyan"}
+
+
+def scenario_seed(base: int, name: str) -> int:
+    """Each scenario's seed depends only on the run's seed and its name, not on the order."""
+    return (base ^ zlib.crc32(name.encode())) & 0x7FFFFFFF
+
+
+def new_run_dir(out: Path, label: str) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    run_dir = out / f"{stamp}-{label}"
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = out / f"{stamp}-{label}-{suffix}"
+    run_dir.mkdir(parents=True)
+    latest = out / "latest"
+    if latest.is_symlink() or latest.exists():
+        latest.unlink()
+    latest.symlink_to(run_dir.name)
+    return run_dir
+
+
+def coloured(status: str) -> str:
+    return click.style(status.upper(), fg=STATUS_COLOURS.get(status, "white"), bold=True)
+
+
+def print_result(result: ScenarioResult) -> None:
+    click.echo(f"  {coloured(result.status)} {result.name} ({result.duration_s:.1f}s)")
+    if result.error:
+        click.echo(f"      error: {result.error}")
+    for v in result.verdicts:
+        if v.status != "pass":
+            click.echo(f"      {v.checker}: {coloured(v.status)} {v.summary}")
+
+
+def print_summary(results: list[ScenarioResult], run_dir: Path, wall: float) -> None:
+    click.echo("")
+    checkers = sorted({v.checker for r in results for v in r.verdicts})
+    width = max((len(r.name) for r in results), default=8) + 2
+    click.echo("scenario".ljust(width) + " ".join(c[:12].ljust(12) for c in checkers) + " time")
+    for r in results:
+        by = {v.checker: v.status for v in r.verdicts}
+        cells = [(by.get(c, "-") if r.status != "error" else "error").ljust(12) for c in checkers]
+        click.echo(r.name.ljust(width) + " ".join(cells) + f" {r.duration_s:.1f}s")
+    passed = sum(r.status == "pass" for r in results)
+    click.echo(f"\n{passed} of {len(results)} scenarios held, in {wall:.1f}s. Results in {run_dir}")
+
+
+async def run_suite(scenarios: list[Scenario], target: TargetSpec, run_dir: Path, seed: int) -> list[ScenarioResult]:
+    results = []
+    async with ToxiproxyServer(run_dir) as server:
+        assert server.url is not None
+        async with Toxiproxy(server.url) as toxiproxy:
+            for scenario in scenarios:
+                click.echo(f"- {scenario.name}: {scenario.description.strip().splitlines()[0][:90]}")
+                sub_seed = scenario_seed(seed, scenario.name)
+                result = await run_scenario(
+                    scenario, target, toxiproxy, run_dir / scenario.name, sub_seed,
+                    progress=lambda msg: click.echo(f"    {msg}"),
+                )  # fmt: skip
+                print_result(result)
+                results.append(result)
+    return results
+
+
+def run_with_signals(coro: Any) -> Any:
+    """Run ``coro``; SIGTERM cancels it like Ctrl-C, so every teardown runs."""
+
+    async def main() -> Any:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await coro
+
+    return asyncio.run(main())
+
+
+def write_summary(run_dir: Path, results: list[ScenarioResult], seed: int, target: TargetSpec, wall: float) -> None:
+    summary = {
+        "schema": "wschaos.summary/1",
+        "harness_version": __version__,
+        "target": target.name,
+        "seed": seed,
+        "wall_s": round(wall, 3),
+        "command": shlex.join(["wschaos", *sys.argv[1:]]),
+        "passed": all(r.status == "pass" for r in results),
+        "scenarios": [r.to_json() for r in results],
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+@click.group()
+@click.version_option(__version__, prog_name="wschaos")
+def cli() -> None:
+    """Chaos and fault injection for WebSocket broadcast servers."""
+
+
+@cli.command()
+@click.argument("scenarios", nargs=-1)
+@click.option("--target", "target_file", type=click.Path(path_type=Path), help="target file (default: the monitor)")
+@click.option("--seed", type=int, default=None, help="seed for every random choice (default: random, recorded)")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
+@click.option("--core", is_flag=True, help="only the scenarios marked core")
+def run(scenarios: tuple[str, ...], target_file: Path | None, seed: int | None, out: Path, core: bool) -> None:
+    """Run SCENARIOS (names or files; default: every file in scenarios/)."""
+    chosen = [load(p) for p in discover(scenarios)]
+    if core:
+        chosen = [s for s in chosen if s.core]
+    target = load_target(target_file) if target_file else bundled_monitor()
+    seed = seed if seed is not None else random.randrange(2**31)
+    run_dir = new_run_dir(out.resolve(), "suite" if len(chosen) != 1 else chosen[0].name)
+    click.echo(f"wschaos {__version__}: {len(chosen)} scenario(s) against {target.name}, seed {seed}, in {run_dir}")
+    started = time.monotonic()
+    try:
+        results = run_with_signals(run_suite(chosen, target, run_dir, seed))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        click.echo("interrupted: everything the run started has been stopped", err=True)
+        sys.exit(130)
+    wall = time.monotonic() - started
+    write_summary(run_dir, results, seed, target, wall)
+    print_summary(results, run_dir, wall)
+    sys.exit(0 if all(r.status == "pass" for r in results) else 1)
+
+
+@cli.command("list")
+def list_scenarios() -> None:
+    """List the scenarios in scenarios/."""
+    for path in discover():
+        scenario = load(path)
+        first = scenario.description.strip().splitlines()[0] if scenario.description else ""
+        click.echo(f"{scenario.name:22} {first}")
+
+
+@cli.command()
+@click.argument("paths", nargs=-1)
+def validate(paths: tuple[str, ...]) -> None:
+    """Check scenario files against the schema; every problem names the file and the field."""
+    failed = 0
+    for path in discover(paths):
+        try:
+            load(path)
+            click.echo(f"ok      {path}")
+        except HarnessError as exc:
+            failed += 1
+            click.echo(f"invalid {exc.message}", err=True)
+    sys.exit(1 if failed else 0)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except HarnessError as exc:
+        click.echo(f"wschaos: {exc.message}", err=True)
+        if exc.hint:
+            click.echo(f"  hint: {exc.hint}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

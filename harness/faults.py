@@ -1,0 +1,353 @@
+"""The fault catalogue. Each fault has a start and a heal; network faults act on one cohort's proxy,
+so a fault hits exactly that cohort. Every random choice comes from the run's seeded ``rng``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import aiohttp
+
+from harness.clients import Cohort, MessageShape, ProbeClient, StuckClient
+from harness.errors import HarnessError
+from harness.history import History
+from harness.scenario import FaultSpec
+from harness.target import Target
+from harness.toxiproxy import Proxy, Toxiproxy
+
+
+@dataclass
+class FaultContext:
+    toxiproxy: Toxiproxy
+    proxies: dict[str, Proxy]
+    cohorts: dict[str, Cohort]
+    target: Target
+    history: History
+    rng: random.Random
+    session: aiohttp.ClientSession
+    shape: MessageShape
+
+
+class Fault:
+    """Base: subclasses set ``type`` and ``defaults`` and override what they need."""
+
+    type: ClassVar[str]
+    defaults: ClassVar[dict[str, Any]] = {}
+    needs_cohort: ClassVar[bool] = True
+
+    def __init__(self, spec: FaultSpec) -> None:
+        unknown = set(spec.params) - set(self.defaults)
+        if unknown:
+            known = ", ".join(sorted(self.defaults)) or "none"
+            raise HarnessError(f"fault {spec.name!r} ({spec.type}): unknown params {sorted(unknown)}; known: {known}")
+        if self.needs_cohort and spec.cohort is None:
+            raise HarnessError(f"fault {spec.name!r} ({spec.type}) needs a cohort")
+        self.spec = spec
+        self.params = {**self.defaults, **spec.params}
+
+    async def prepare(self, ctx: FaultContext) -> None:
+        """Before the cohorts connect."""
+
+    async def start(self, ctx: FaultContext) -> None:
+        ctx.history.record("fault_start", fault=self.spec.name, type=self.type, cohort=self.spec.cohort,
+                           params=self.params)  # fmt: skip
+        await self.apply(ctx)
+
+    async def heal(self, ctx: FaultContext) -> None:
+        await self.undo(ctx)
+        ctx.history.record("fault_heal", fault=self.spec.name, type=self.type, cohort=self.spec.cohort)
+
+    async def apply(self, ctx: FaultContext) -> None:
+        raise NotImplementedError
+
+    async def undo(self, ctx: FaultContext) -> None:
+        """Most faults heal by removing what they added; some have nothing to undo."""
+
+    def hits(self, ctx: FaultContext) -> set[str]:
+        """The cohorts whose clients this fault disturbs (excluded from the healthy-delivery check)."""
+        return {self.spec.cohort} if self.spec.cohort else set()
+
+    def proxy(self, ctx: FaultContext) -> Proxy:
+        assert self.spec.cohort is not None
+        return ctx.proxies[self.spec.cohort]
+
+    def toxic(self, suffix: str = "") -> str:
+        return f"{self.spec.name}{suffix}"
+
+
+class ToxicFault(Fault):
+    """Adds one toxic to the cohort's proxy; healing removes it."""
+
+    toxic_type: ClassVar[str]
+    stream: ClassVar[str] = "downstream"
+
+    def attributes(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    async def apply(self, ctx: FaultContext) -> None:
+        await ctx.toxiproxy.add_toxic(self.proxy(ctx), self.toxic(), self.toxic_type, self.stream,
+                                      attributes=self.attributes())  # fmt: skip
+
+    async def undo(self, ctx: FaultContext) -> None:
+        await ctx.toxiproxy.remove_toxic(self.proxy(ctx), self.toxic())
+
+
+class MidSendDisconnect(Fault):
+    """Clients vanish while the server is sending. Without ``rst`` the proxy closes each connection
+    after ``bytes`` more bytes (limit_data: a FIN in the middle of a frame); with ``rst`` it resets
+    them at once (reset_peer with timeout 0, which on established connections cuts the stream and
+    makes the server's next write fail with a reset).
+
+    Measured with Toxiproxy 2.12: a reset_peer with a timeout added *before* clients connect holds
+    all their data, and removing it then hangs for the API's 25 s limit, so it cannot be used to
+    arm connections for a later RST."""
+
+    type = "mid_send_disconnect"
+    defaults: ClassVar[dict[str, Any]] = {"bytes": 1500, "rst": False}
+
+    async def apply(self, ctx: FaultContext) -> None:
+        if self.params["rst"]:
+            await ctx.toxiproxy.add_toxic(self.proxy(ctx), self.toxic(), "reset_peer", "downstream",
+                                          attributes={"timeout": 0})  # fmt: skip
+        else:
+            await ctx.toxiproxy.add_toxic(self.proxy(ctx), self.toxic(), "limit_data", "downstream",
+                                          attributes={"bytes": self.params["bytes"]})  # fmt: skip
+
+    async def undo(self, ctx: FaultContext) -> None:
+        await ctx.toxiproxy.remove_toxic(self.proxy(ctx), self.toxic())
+
+
+class MassDrop(Fault):
+    """A share of the cohort's clients vanish at the same instant (RST, or FIN without a close frame)."""
+
+    type = "mass_drop"
+    defaults: ClassVar[dict[str, Any]] = {"share": 1.0, "rst": True}
+
+    async def apply(self, ctx: FaultContext) -> None:
+        cohort = ctx.cohorts[self.spec.cohort or ""]
+        victims = cohort.sample(max(1, round(self.params["share"] * len(cohort.clients))), ctx.rng)
+        rst = self.params["rst"]
+        await asyncio.gather(*(c.abort() if rst else c.fin() for c in victims))
+
+
+class NetworkCut(Fault):
+    """Silent both ways: the proxy holds all data (timeout 0). Clients become half-open; healing
+    removes the toxics, which closes the held connections, and clients reconnect."""
+
+    type = "network_cut"
+
+    async def apply(self, ctx: FaultContext) -> None:
+        for stream in ("downstream", "upstream"):
+            await ctx.toxiproxy.add_toxic(self.proxy(ctx), self.toxic(f"-{stream}"), "timeout", stream,
+                                          attributes={"timeout": 0})  # fmt: skip
+
+    async def undo(self, ctx: FaultContext) -> None:
+        for stream in ("downstream", "upstream"):
+            await ctx.toxiproxy.remove_toxic(self.proxy(ctx), self.toxic(f"-{stream}"))
+
+
+class SlowConsumer(ToxicFault):
+    type = "slow_consumer"
+    toxic_type = "bandwidth"
+    defaults: ClassVar[dict[str, Any]] = {"rate": 1}  # KB/s
+
+
+class Latency(ToxicFault):
+    type = "latency"
+    toxic_type = "latency"
+    defaults: ClassVar[dict[str, Any]] = {"latency": 100, "jitter": 50}  # ms
+
+
+class Slicer(ToxicFault):
+    type = "slicer"
+    toxic_type = "slicer"
+    defaults: ClassVar[dict[str, Any]] = {"average_size": 64, "size_variation": 32, "delay": 100}  # delay µs
+
+
+class SlowClose(ToxicFault):
+    type = "slow_close"
+    toxic_type = "slow_close"
+    defaults: ClassVar[dict[str, Any]] = {"delay": 2000}  # ms
+
+
+class StuckReader(Fault):
+    """New clients connect through the cohort's proxy and never read. ``answer_heartbeats`` keeps
+    them sending pongs, which defeats eviction that relies on heartbeats alone."""
+
+    type = "stuck_reader"
+    defaults: ClassVar[dict[str, Any]] = {"clients": 2, "answer_heartbeats": False, "rcvbuf": 4096}
+
+    def __init__(self, spec: FaultSpec) -> None:
+        super().__init__(spec)
+        self.stuck: list[StuckClient] = []
+
+    async def apply(self, ctx: FaultContext) -> None:
+        proxy = self.proxy(ctx)
+        cohort = self.spec.cohort or ""
+        for i in range(self.params["clients"]):
+            client = StuckClient(
+                f"{cohort}-stuck-{i}",
+                cohort,
+                proxy.listen_host,
+                proxy.listen_port,
+                ctx.target.spec.ws_path,
+                ctx.history,
+                answer_heartbeats=self.params["answer_heartbeats"],
+                rcvbuf=self.params["rcvbuf"],
+            )
+            await client.start()
+            self.stuck.append(client)
+
+    async def undo(self, ctx: FaultContext) -> None:
+        for client in self.stuck:
+            await client.stop()
+
+
+class Flap(Fault):
+    """Repeated silent cuts and heals of the cohort's link."""
+
+    type = "flap"
+    defaults: ClassVar[dict[str, Any]] = {"cycles": 3, "cut": 0.5, "up": 0.5}
+
+    def __init__(self, spec: FaultSpec) -> None:
+        super().__init__(spec)
+        self.task: asyncio.Task[None] | None = None
+        self.cut = NetworkCut(FaultSpec(f"{spec.name}-cut", "network_cut", spec.cohort, {}))
+
+    async def apply(self, ctx: FaultContext) -> None:
+        self.task = asyncio.create_task(self._cycle(ctx))
+
+    async def _cycle(self, ctx: FaultContext) -> None:
+        for _ in range(self.params["cycles"]):
+            await self.cut.apply(ctx)
+            try:
+                await asyncio.sleep(self.params["cut"])
+            finally:
+                await self.cut.undo(ctx)
+            await asyncio.sleep(self.params["up"])
+
+    async def undo(self, ctx: FaultContext) -> None:
+        if self.task is not None:
+            await self.task
+
+
+class ServerKill(Fault):
+    """kill -9 the target, and start it again after ``restart_after`` seconds (also when healed)."""
+
+    type = "server_kill"
+    needs_cohort = False
+    defaults: ClassVar[dict[str, Any]] = {"restart_after": 1.0}
+
+    async def apply(self, ctx: FaultContext) -> None:
+        await ctx.target.kill9()
+        await asyncio.sleep(self.params["restart_after"])
+        await ctx.target.restart()
+
+    def hits(self, ctx: FaultContext) -> set[str]:
+        return set(ctx.cohorts)
+
+
+class ServerPause(Fault):
+    """SIGSTOP the target; healing sends SIGCONT."""
+
+    type = "server_pause"
+    needs_cohort = False
+
+    async def apply(self, ctx: FaultContext) -> None:
+        await ctx.target.pause()
+
+    async def undo(self, ctx: FaultContext) -> None:
+        await ctx.target.resume()
+
+    def hits(self, ctx: FaultContext) -> set[str]:
+        return set(ctx.cohorts)
+
+
+class ServerStop(Fault):
+    """A graceful stop (SIGTERM): every client should get 1001 within a bound."""
+
+    type = "server_stop"
+    needs_cohort = False
+    defaults: ClassVar[dict[str, Any]] = {"timeout": 10.0}
+
+    async def apply(self, ctx: FaultContext) -> None:
+        await ctx.target.stop(timeout=self.params["timeout"])
+
+    def hits(self, ctx: FaultContext) -> set[str]:
+        return set(ctx.cohorts)
+
+
+class Churn(Fault):
+    """Short-lived clients come and go through the cohort's proxy: some close cleanly, some RST."""
+
+    type = "churn"
+    defaults: ClassVar[dict[str, Any]] = {"rate": 20.0, "lifetime": 0.3, "max_clients": 400}
+
+    def __init__(self, spec: FaultSpec) -> None:
+        super().__init__(spec)
+        self.task: asyncio.Task[None] | None = None
+        self.clients: list[ProbeClient] = []
+
+    async def apply(self, ctx: FaultContext) -> None:
+        self.task = asyncio.create_task(self._churn(ctx))
+
+    async def _churn(self, ctx: FaultContext) -> None:
+        proxy = self.proxy(ctx)
+        url = f"http://{proxy.listen_host}:{proxy.listen_port}{ctx.target.spec.ws_path}"
+        lives: set[asyncio.Task[None]] = set()
+        try:
+            for i in range(self.params["max_clients"]):
+                client = ProbeClient(
+                    f"{self.spec.cohort}-churn-{i}",
+                    f"{self.spec.cohort}-churn",
+                    url,
+                    ctx.history,
+                    ctx.shape,
+                    reconnect=False,
+                    session=ctx.session,
+                    rng=random.Random(ctx.rng.random()),
+                )
+                life = asyncio.create_task(self._live(client, ctx.rng.random() < 0.5, ctx.rng.random()))
+                lives.add(life)
+                life.add_done_callback(lives.discard)
+                await asyncio.sleep(ctx.rng.expovariate(self.params["rate"]))
+        finally:
+            for life in list(lives):
+                life.cancel()
+            await asyncio.gather(*lives, return_exceptions=True)
+
+    async def _live(self, client: ProbeClient, rst: bool, share: float) -> None:
+        await client.start()
+        try:
+            await asyncio.sleep(self.params["lifetime"] * (0.5 + share))
+        finally:
+            if rst:
+                await client.abort()
+            await client.stop()
+
+    async def undo(self, ctx: FaultContext) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    def hits(self, ctx: FaultContext) -> set[str]:
+        return {f"{self.spec.cohort}-churn"}
+
+
+FAULTS: dict[str, type[Fault]] = {
+    cls.type: cls
+    for cls in (MidSendDisconnect, MassDrop, NetworkCut, SlowConsumer, Latency, Slicer, SlowClose, StuckReader,
+                Flap, ServerKill, ServerPause, ServerStop, Churn)
+}  # fmt: skip
+
+
+def make_fault(spec: FaultSpec) -> Fault:
+    try:
+        cls = FAULTS[spec.type]
+    except KeyError:
+        raise HarnessError(f"unknown fault type {spec.type!r}; known: {', '.join(sorted(FAULTS))}") from None
+    return cls(spec)

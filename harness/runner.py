@@ -1,0 +1,286 @@
+"""Runs scenarios: target behind Toxiproxy, cohorts, feed, the method's steps, then the checkers.
+
+Teardown always runs (on failure, on Ctrl-C and SIGTERM too): every process, proxy and task a
+scenario starts is stopped before the next one begins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+
+from harness.checkers import CheckContext, CohortInfo, Verdict, run_checks
+from harness.clients import Cohort, MessageShape, ProbeClient, StuckClient
+from harness.errors import HarnessError
+from harness.faults import Fault, FaultContext, make_fault
+from harness.feed import Feed
+from harness.history import History
+from harness.scenario import CohortSpec, Scenario
+from harness.target import Target, TargetSpec
+from harness.toxiproxy import Proxy, Toxiproxy
+
+log = logging.getLogger("harness.runner")
+
+DRAIN_TIMEOUT = 5.0
+PROBE_INTERVAL = 1.0
+
+
+@dataclass
+class ScenarioResult:
+    name: str
+    status: str  # pass, fail, error
+    verdicts: list[Verdict]
+    duration_s: float
+    run_dir: Path
+    seed: int
+    error: str | None = None
+    phases: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "duration_s": round(self.duration_s, 3),
+            "seed": self.seed,
+            "run_dir": str(self.run_dir),
+            "error": self.error,
+            "phases": self.phases,
+            "verdicts": [v.to_json() for v in self.verdicts],
+        }
+
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Run:
+    """The live parts of one scenario run."""
+
+    scenario: Scenario
+    history: History
+    target: Target
+    toxiproxy: Toxiproxy
+    rng: random.Random
+    session: aiohttp.ClientSession
+    proxies: dict[str, Proxy] = field(default_factory=dict)
+    cohorts: dict[str, Cohort] = field(default_factory=dict)
+    faults: dict[str, Fault] = field(default_factory=dict)
+    active: list[str] = field(default_factory=list)
+    faulted: set[str] = field(default_factory=set)
+
+    def fault_context(self) -> FaultContext:
+        return FaultContext(
+            toxiproxy=self.toxiproxy,
+            proxies=self.proxies,
+            cohorts=self.cohorts,
+            target=self.target,
+            history=self.history,
+            rng=self.rng,
+            session=self.session,
+            shape=message_shape(self.target.spec),
+        )
+
+
+def message_shape(spec: TargetSpec) -> MessageShape:
+    return MessageShape(**(spec.messages or {}))
+
+
+def build_client(spec: CohortSpec, index: int, run: Run) -> ProbeClient | StuckClient:
+    name = f"{spec.name}-{index}"
+    proxy = run.proxies[spec.name]
+    path = run.target.spec.ws_path
+    if spec.kind in ("stuck", "stuck_pong"):
+        return StuckClient(
+            name, spec.name, proxy.listen_host, proxy.listen_port, path, run.history,
+            answer_heartbeats=spec.kind == "stuck_pong", rcvbuf=spec.rcvbuf or 4096,
+        )  # fmt: skip
+    url = f"http://{proxy.listen_host}:{proxy.listen_port}{path}"
+    return ProbeClient(
+        name, spec.name, url, run.history, message_shape(run.target.spec),
+        reconnect=spec.reconnect, rcvbuf=spec.rcvbuf, session=run.session, rng=random.Random(run.rng.random()),
+    )  # fmt: skip
+
+
+async def probe_liveness(run: Run, proxy: Proxy) -> None:
+    """Every second: can a new client connect and get init? Does the health check answer?"""
+    shape = message_shape(run.target.spec)
+    url = f"http://{proxy.listen_host}:{proxy.listen_port}{run.target.spec.ws_path}"
+    while True:
+        await asyncio.sleep(PROBE_INTERVAL)
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(3.0), run.session.ws_connect(url, autoping=True) as ws:
+                while (await ws.receive_json()).get("type") != shape.init_type:
+                    pass
+            run.history.record("probe", check="ws", ok=True, latency_s=round(time.monotonic() - started, 4))
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError, TypeError) as exc:
+            run.history.record("probe", check="ws", ok=False, error=repr(exc)[:200])
+        ok = await run.target.health()
+        run.history.record("probe", check="health", ok=ok, error=None if ok else "health check did not answer")
+
+
+async def sample_harness_cpu(run: Run) -> None:
+    """The harness's own CPU and its clients' backlog: when they saturate, latency is not the server's."""
+    me = psutil.Process()
+    me.cpu_percent(None)
+    while True:
+        await asyncio.sleep(0.5)
+        backlog = max((c.backlog() for cohort in run.cohorts.values() for c in cohort.clients
+                       if isinstance(c, ProbeClient)), default=0)  # fmt: skip
+        run.history.record("harness_cpu", percent=me.cpu_percent(None), backlog=backlog)
+
+
+@asynccontextmanager
+async def background(*coros: Any) -> AsyncIterator[None]:
+    tasks = [asyncio.create_task(c) for c in coros]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+async def run_steps(run: Run, feed: Feed, progress: Progress) -> None:
+    ctx = run.fault_context()
+    for step in run.scenario.steps:
+        if step.action == "wait":
+            await asyncio.sleep(step.value)
+        elif step.action == "feed_rate":
+            feed.set_rate(step.value)
+            run.history.record("step", name="feed_rate", detail=step.value)
+        elif step.action == "fault":
+            fault = run.faults[step.value.name]
+            progress(f"fault {fault.spec.name} ({fault.spec.type})")
+            await fault.start(ctx)
+            run.active.append(fault.spec.name)
+            run.faulted.update(fault.hits(ctx))
+        elif step.action == "heal":
+            await heal(run, step.value, progress)
+
+
+async def heal(run: Run, name: str, progress: Progress) -> None:
+    if name in run.active:
+        progress(f"heal {name}")
+        run.active.remove(name)
+        await run.faults[name].heal(run.fault_context())
+
+
+async def wait_for_drain(run: Run, feed: Feed) -> None:
+    """After the feed stops, give healthy clients a moment to receive the last events."""
+    want = len(feed.fed)
+    deadline = time.monotonic() + DRAIN_TIMEOUT
+    healthy = [c for name, cohort in run.cohorts.items() if name not in run.faulted
+               for c in cohort.clients if isinstance(c, ProbeClient) and c.connected]  # fmt: skip
+    while time.monotonic() < deadline:
+        if all(c.events >= want for c in healthy):
+            return
+        await asyncio.sleep(0.05)
+
+
+async def start_cohorts(run: Run, stack: AsyncExitStack) -> None:
+    for spec in run.scenario.cohorts:
+        cohort = Cohort(spec.name, [build_client(spec, i, run) for i in range(spec.clients)])
+        run.cohorts[spec.name] = cohort
+        stack.push_async_callback(cohort.stop)
+    await asyncio.gather(*(c.start() for c in run.cohorts.values()))
+
+
+async def create_proxies(run: Run, run_id: str) -> Proxy:
+    upstream = f"{run.target.host}:{run.target.port}"
+    for spec in run.scenario.cohorts:
+        run.proxies[spec.name] = await run.toxiproxy.create_proxy(f"{run_id}-{spec.name}", upstream)
+    return await run.toxiproxy.create_proxy(f"{run_id}-liveness", upstream)
+
+
+async def execute(run: Run, out_dir: Path, progress: Progress, phases: dict[str, float]) -> list[Verdict]:
+    scenario = run.scenario
+    run_id = f"{scenario.name}-{run.rng.randrange(16**6):06x}"
+    async with AsyncExitStack() as stack:
+        mark = time.monotonic()
+        stack.push_async_callback(run.target.stop)
+        await run.target.start()
+        liveness_proxy = await create_proxies(run, run_id)
+        for spec in scenario.faults():
+            run.faults[spec.name] = make_fault(spec)
+        ctx = run.fault_context()
+        for fault in run.faults.values():
+            await fault.prepare(ctx)
+        await start_cohorts(run, stack)
+        phases["setup_s"] = time.monotonic() - mark
+        feed = Feed(run.target.spec, run.target.workdir, run.history, scenario.feed_rate, run.rng)
+        stack.push_async_callback(feed.stop)
+        await feed.start()
+        async with background(probe_liveness(run, liveness_proxy), sample_harness_cpu(run)):
+            mark = time.monotonic()
+            run.history.record("step", name="steady_before", detail=scenario.steady_state)
+            await asyncio.sleep(scenario.steady_state)
+            run.history.record("step", name="method", detail=len(scenario.steps))
+            await run_steps(run, feed, progress)
+            run.history.record("step", name="heal", detail=list(run.active))
+            for name in list(run.active):
+                await heal(run, name, progress)
+            run.history.record("step", name="steady_after", detail=scenario.steady_state)
+            await asyncio.sleep(scenario.steady_state)
+            phases["method_s"] = time.monotonic() - mark
+        mark = time.monotonic()
+        await feed.stop()
+        await wait_for_drain(run, feed)
+        phases["drain_s"] = time.monotonic() - mark
+    mark = time.monotonic()
+    run.history.record("step", name="checks", detail=sorted(scenario.checks))
+    ctx_checks = CheckContext(
+        history=run.history,
+        cohorts={s.name: CohortInfo(s.name, s.clients, s.kind) for s in scenario.cohorts},
+        faulted=set(run.faulted),
+        stored_ids=run.target.stored_ids(),
+    )
+    verdicts = run_checks(ctx_checks, scenario.checks)
+    phases["checks_s"] = time.monotonic() - mark
+    return verdicts
+
+
+async def run_scenario(
+    scenario: Scenario,
+    target_spec: TargetSpec,
+    toxiproxy: Toxiproxy,
+    out_dir: Path,
+    seed: int,
+    progress: Progress = lambda _: None,
+) -> ScenarioResult:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    history = History(out_dir / "history.jsonl")
+    started = time.monotonic()
+    phases: dict[str, float] = {}
+    target = Target(target_spec, out_dir / "target", history, params=scenario.target_params)
+    verdicts: list[Verdict] = []
+    error = None
+    try:
+        async with aiohttp.ClientSession() as session:
+            run = Run(scenario, history, target, toxiproxy, random.Random(seed), session)
+            async with asyncio.timeout(scenario.timeout):
+                verdicts = await execute(run, out_dir, progress, phases)
+    except TimeoutError:
+        error = f"scenario did not finish within its timeout of {scenario.timeout:g}s"
+    except HarnessError as exc:
+        error = exc.message + (f" ({exc.hint})" if exc.hint else "")
+    finally:
+        history.close()
+    status = "error" if error else ("fail" if any(v.status == "fail" for v in verdicts) else "pass")
+    result = ScenarioResult(scenario.name, status, verdicts, time.monotonic() - started, out_dir, seed, error, phases)
+    (out_dir / "result.json").write_text(json.dumps(result.to_json(), indent=2))
+    return result

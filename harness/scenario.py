@@ -1,0 +1,182 @@
+"""Scenario files: YAML checked against a JSON schema, then against each other's names."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from harness.errors import HarnessError
+
+SCHEMA = json.loads((Path(__file__).parent / "scenario.schema.json").read_text())
+SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+
+
+class ScenarioError(HarnessError):
+    """A scenario file that cannot be run; the message names the file, the field and the problem."""
+
+
+@dataclass(frozen=True)
+class CohortSpec:
+    name: str
+    clients: int
+    kind: str = "probe"
+    reconnect: bool = True
+    rcvbuf: int | None = None
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    name: str
+    type: str
+    cohort: str | None
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Step:
+    action: str  # wait, fault, heal, feed_rate
+    value: Any
+
+
+@dataclass
+class Scenario:
+    name: str
+    path: Path | None
+    description: str
+    cohorts: list[CohortSpec]
+    steps: list[Step]
+    checks: dict[str, dict[str, Any]]
+    target_params: dict[str, Any] = field(default_factory=dict)
+    feed_rate: float = 200.0
+    steady_state: float = 1.0
+    timeout: float = 120.0
+    core: bool = True
+
+    def faults(self) -> list[FaultSpec]:
+        return [s.value for s in self.steps if s.action == "fault"]
+
+    def cohort(self, name: str) -> CohortSpec:
+        return next(c for c in self.cohorts if c.name == name)
+
+
+def _where(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "(top level)"
+
+
+def parse(raw: Any, source: str, path: Path | None = None) -> Scenario:
+    """Validate a loaded document and build the Scenario, or raise ScenarioError."""
+    errors = sorted(jsonschema.Draft202012Validator(SCHEMA).iter_errors(raw), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"{source}: {_where(e)}: {e.message}" for e in errors[:10]]
+        raise ScenarioError("\n".join(lines), hint="see scenarios/README.md for the format")
+    cohorts = [CohortSpec(**c) for c in raw["cohorts"]]
+    steps = [_step(entry, i) for i, entry in enumerate(raw["method"])]
+    checks = {name: (opts or {}) for name, opts in raw["checks"].items()}
+    scenario = Scenario(
+        name=raw["name"],
+        path=path,
+        description=raw.get("description", ""),
+        cohorts=cohorts,
+        steps=steps,
+        checks=checks,
+        target_params=raw.get("target", {}),
+        feed_rate=raw.get("feed", {}).get("rate", 200.0),
+        steady_state=raw.get("steady_state", 1.0),
+        timeout=raw.get("timeout", 120.0),
+        core=raw.get("core", True),
+    )
+    _check_names(scenario, source)
+    return scenario
+
+
+def _step(entry: dict[str, Any], index: int) -> Step:
+    action, value = next(iter(entry.items()))
+    if action == "fault":
+        value = FaultSpec(
+            name=value.get("name", f"{value['type']}-{index}"),
+            type=value["type"],
+            cohort=value.get("cohort"),
+            params=value.get("params", {}),
+        )
+    return Step(action, value)
+
+
+def _check_names(scenario: Scenario, source: str) -> None:
+    from harness.checkers import CHECKERS, checker_name
+    from harness.faults import FAULTS
+
+    problems: list[str] = []
+    cohort_names = [c.name for c in scenario.cohorts]
+    if len(set(cohort_names)) != len(cohort_names):
+        problems.append("cohorts: cohort names must be unique")
+    started: set[str] = set()
+    for i, step in enumerate(scenario.steps):
+        where = f"method.{i}"
+        if step.action == "fault":
+            spec: FaultSpec = step.value
+            if spec.type not in FAULTS:
+                problems.append(f"{where}.fault.type: unknown fault {spec.type!r}; known: {_known(FAULTS)}")
+            if spec.cohort is not None and spec.cohort not in cohort_names:
+                problems.append(f"{where}.fault.cohort: no cohort named {spec.cohort!r}; have {_known(cohort_names)}")
+            if spec.name in started:
+                problems.append(f"{where}.fault.name: {spec.name!r} is already used")
+            started.add(spec.name)
+        elif step.action == "heal" and step.value not in started:
+            problems.append(f"{where}.heal: no fault named {step.value!r} was started before this step")
+    for name, opts in scenario.checks.items():
+        if checker_name(name) not in CHECKERS:
+            problems.append(f"checks.{name}: unknown checker; known: {_known(CHECKERS)}")
+        cohort = opts.get("cohort")
+        if cohort is not None and cohort not in cohort_names:
+            problems.append(f"checks.{name}.cohort: no cohort named {cohort!r}")
+        for c in opts.get("cohorts", []):
+            if c not in cohort_names:
+                problems.append(f"checks.{name}.cohorts: no cohort named {c!r}")
+    if problems:
+        raise ScenarioError("\n".join(f"{source}: {p}" for p in problems))
+
+
+def _known(names: Iterable[str]) -> str:
+    return ", ".join(sorted(names))
+
+
+def load(path: Path) -> Scenario:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ScenarioError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ScenarioError(f"{path}: {at}not valid YAML: {problem}") from None
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{path}: a scenario file holds a mapping (name, cohorts, method, checks)")
+    return parse(raw, str(path), path)
+
+
+def discover(names_or_paths: Iterable[str] = ()) -> list[Path]:
+    """Scenario files for the given names or paths; every file in scenarios/ when none are given."""
+    wanted = list(names_or_paths)
+    if not wanted:
+        return sorted(SCENARIO_DIR.glob("*.yaml"))
+    paths = []
+    for item in wanted:
+        path = Path(item)
+        if path.is_dir():
+            paths += sorted(path.glob("*.yaml"))
+        elif path.suffix in (".yaml", ".yml") or path.exists():
+            paths.append(path)
+        else:
+            candidate = SCENARIO_DIR / f"{item}.yaml"
+            if not candidate.exists():
+                known = ", ".join(p.stem for p in sorted(SCENARIO_DIR.glob("*.yaml")))
+                raise ScenarioError(f"no scenario named {item!r}; known: {known}")
+            paths.append(candidate)
+    return paths
