@@ -418,6 +418,8 @@ def check_delivery(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
     Options:
       cohorts: the cohorts to check (default: every probe cohort that no fault hit).
       latency_p50_ms, latency_p99_ms: bounds on those quantiles (default None: reported, not judged).
+      e2e_p50_ms, e2e_p99_ms: bounds on end-to-end latency, from the feed's write of an event to its
+        receipt (it includes the target's own ingest and batching delays, and any stall before a broadcast).
       settle_s: how long before a break an event may still be in flight and excused with it (default 1.0).
       cpu_limit_percent, backlog_limit: when the harness itself was saturated: its CPU above this percent
         (default 85) or one client's unprocessed bytes above this (default 256 KiB) in a ``harness_cpu``
@@ -431,6 +433,8 @@ def check_delivery(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
             "cohorts": None,
             "latency_p50_ms": None,
             "latency_p99_ms": None,
+            "e2e_p50_ms": None,
+            "e2e_p99_ms": None,
             "settle_s": 1.0,
             "cpu_limit_percent": CPU_LIMIT_PERCENT,
             "backlog_limit": BACKLOG_LIMIT,
@@ -447,7 +451,40 @@ def check_delivery(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
     figures = _delivery_figures(results, fed)
     latency = latency_quantiles(ms for r in results for ms in r.latencies_ms)
     figures.update({f"latency_{k}_ms" if k != "count" else "latency_samples": round(v, 3) for k, v in latency.items()})
+    e2e = latency_quantiles(_end_to_end_ms(ctx, cohorts, fed))
+    figures.update({f"e2e_{k}_ms" if k != "count" else "e2e_samples": round(v, 3) for k, v in e2e.items()})
+    over = _e2e_breaches(opts, e2e)
+    if over and not evidence and not saturation_reason(ctx.history, opts["cpu_limit_percent"], opts["backlog_limit"]):
+        scope = f"{figures['clients']} client(s) of {', '.join(cohorts)}"
+        summary = f"{scope}: end-to-end delivery latency over its bound: {_describe(over[0])}"
+        return Verdict("delivery", FAIL, summary, over, figures)
     return _delivery_verdict(ctx, opts, cohorts, evidence, figures, latency, results)
+
+
+def _end_to_end_ms(ctx: CheckContext, cohorts: list[str], fed: list[Record]) -> list[float]:
+    """From the moment the harness fed each event to the moment a client received it (live batches
+    only). Unlike recv_at - sent_at, this also counts time the event waited inside the server before
+    it was broadcast, which is where a stalled broadcaster shows."""
+    fed_at = {event_id: rec["w"] for rec in fed for event_id in rec.get("ids") or []}
+    values = []
+    for cohort in cohorts:
+        for client in ctx.clients_of(cohort):
+            for conn in ctx.connections(client):
+                for batch in conn.batches:
+                    if conn.is_replay(batch) or batch.get("recv_at") is None:
+                        continue
+                    values += [(batch["recv_at"] - fed_at[i]) * 1000.0 for i in batch.get("ids") or [] if i in fed_at]
+    return values
+
+
+def _e2e_breaches(opts: dict[str, Any], e2e: dict[str, float | int]) -> list[dict[str, Any]]:
+    breaches = []
+    for quantile in ("p50", "p99"):
+        limit = opts[f"e2e_{quantile}_ms"]
+        if limit is not None and e2e["count"] and e2e[quantile] > limit:
+            breaches.append({"problem": f"end-to-end latency {quantile} over bound",
+                             "measured_ms": round(e2e[quantile], 3), "limit_ms": limit})  # fmt: skip
+    return breaches
 
 
 def _cohort_size_evidence(ctx: CheckContext, cohorts: list[str]) -> list[dict[str, Any]]:
@@ -803,8 +840,20 @@ def _arrived(ctx: CheckContext, victims: frozenset[str], t0: float) -> float:
 
 def _registry_point(ctx: CheckContext, case: Eviction, sample: Record, fixed: int | None) -> dict[str, Any]:
     if fixed is None:
-        fixed = sum(ctx.connected_at(c, sample["t"]) for c in ctx.by_client if c not in case.victims)
+        gone = case.victims | _suspects(ctx, sample["t"])
+        fixed = sum(ctx.connected_at(c, sample["t"]) for c in ctx.by_client if c not in gone)
     return {"t": sample["t"], "registry": sample["clients"], "expected_at_most": fixed}
+
+
+def _suspects(ctx: CheckContext, t: float) -> frozenset[str]:
+    """Victims of every fault started by ``t``, in any cohort. Counts alone cannot tell whose entry
+    the server dropped, so a client another fault hit is never counted as rightly connected:
+    otherwise one cohort's eviction could pass for another's."""
+    found: set[str] = set()
+    for fault in ctx.history.of("fault_start"):
+        if fault["t"] <= t and fault.get("cohort"):
+            found |= _victims(ctx, fault["cohort"], fault["t"])
+    return frozenset(found)
 
 
 def _still_connected(ctx: CheckContext, case: Eviction, t: float) -> list[dict[str, Any]]:

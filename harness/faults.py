@@ -174,25 +174,35 @@ class SlowClose(ToxicFault):
 
 
 class StuckReader(Fault):
-    """New clients connect through the cohort's proxy and never read. ``answer_heartbeats`` keeps
-    them sending pongs, which defeats eviction that relies on heartbeats alone."""
+    """New clients connect and never read. ``answer_heartbeats`` keeps them sending pongs, which
+    defeats eviction that relies on heartbeats alone.
+
+    They connect straight to the target unless ``via_proxy``: a proxy in between keeps reading from
+    the server into its own socket buffers (megabytes), so backpressure would reach the server only
+    after tens of seconds, unlike a real stuck client whose small receive buffer fills at once."""
 
     type = "stuck_reader"
-    defaults: ClassVar[dict[str, Any]] = {"clients": 2, "answer_heartbeats": False, "rcvbuf": 4096}
+    defaults: ClassVar[dict[str, Any]] = {"clients": 2, "answer_heartbeats": False, "rcvbuf": 4096, "via_proxy": False}
 
     def __init__(self, spec: FaultSpec) -> None:
         super().__init__(spec)
         self.stuck: list[StuckClient] = []
 
+    def address(self, ctx: FaultContext) -> tuple[str, int]:
+        if self.params["via_proxy"]:
+            proxy = self.proxy(ctx)
+            return proxy.listen_host, proxy.listen_port
+        return ctx.target.host, ctx.target.port
+
     async def apply(self, ctx: FaultContext) -> None:
-        proxy = self.proxy(ctx)
+        host, port = self.address(ctx)
         cohort = self.spec.cohort or ""
         for i in range(self.params["clients"]):
             client = StuckClient(
                 f"{cohort}-stuck-{i}",
                 cohort,
-                proxy.listen_host,
-                proxy.listen_port,
+                host,
+                port,
                 ctx.target.spec.ws_path,
                 ctx.history,
                 answer_heartbeats=self.params["answer_heartbeats"],

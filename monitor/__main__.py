@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--heartbeat", type=float, default=10.0, help="WebSocket ping interval in seconds")
     p.add_argument("--send-timeout", type=float, default=5.0, help="evict a client whose send takes longer")
     p.add_argument("--queue-size", type=int, default=512, help="messages queued per client before eviction")
+    p.add_argument("--sndbuf", type=int, default=128 * 1024,
+                   help="kernel send buffer per client in bytes (0 keeps the system's); bounds memory "
+                        "and how long a stuck client goes unnoticed")
     p.add_argument("--rate-limit", type=float, default=50.0, help="requests a second a client may send")
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="accept WebSocket connections only from these origins (repeatable)")
@@ -68,7 +71,7 @@ def build_config(args: argparse.Namespace) -> Config:
         raise SystemExit(f"monitor: node names must be unique, got {', '.join(names)}")
     return Config(
         nodes=nodes, host=args.host, port=args.port, db=db, from_start=args.from_start or args.demo,
-        heartbeat=args.heartbeat, send_timeout=args.send_timeout, queue_size=args.queue_size,
+        heartbeat=args.heartbeat, send_timeout=args.send_timeout, queue_size=args.queue_size, sndbuf=args.sndbuf,
         rate_limit=args.rate_limit, rate_burst=max(2 * args.rate_limit, 1.0),
         allowed_origins=args.allow_origin, demo_dir=demo_dir, demo_rate=args.demo_rate,
     )  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -162,6 +163,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     except (ConnectionError, RuntimeError) as exc:
         log.debug("handshake did not complete: %r", exc)
         return ws
+    limit_send_buffer(request, config.sndbuf)
     client = state.hub.register(ws, request, view)
     limit = RateLimit(rate=config.rate_limit, burst=config.rate_burst, tokens=config.rate_burst)
     session = Session(
@@ -181,6 +183,15 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     finally:
         state.hub.unregister(client)
     return ws
+
+
+def limit_send_buffer(request: web.Request, size: int) -> None:
+    """A bounded kernel buffer per client: without it Linux grows it to megabytes, and a client that
+    stops reading is noticed only once all of that has filled."""
+    sock = request.transport.get_extra_info("socket") if request.transport is not None else None
+    if size > 0 and sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
 async def receive_loop(ws: web.WebSocketResponse, session: Session) -> None:

@@ -19,6 +19,7 @@ class Config:
     send_timeout: float = 5.0
     close_timeout: float = 1.0
     queue_size: int = 512
+    sndbuf: int = 128 * 1024
     batch_interval: float = 0.025
     max_batch: int = 200
     replay_size: int = 2000
