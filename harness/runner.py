@@ -72,22 +72,27 @@ class Run:
     history: History
     target: Target
     toxiproxy: Toxiproxy
-    rng: random.Random
+    seed: int
     session: aiohttp.ClientSession
     proxies: dict[str, Proxy] = field(default_factory=dict)
     cohorts: dict[str, Cohort] = field(default_factory=dict)
     faults: dict[str, Fault] = field(default_factory=dict)
+    contexts: dict[str, FaultContext] = field(default_factory=dict)
     active: list[str] = field(default_factory=list)
     faulted: set[str] = field(default_factory=set)
 
-    def fault_context(self) -> FaultContext:
+    def rng(self, label: str) -> random.Random:
+        """One generator per consumer, so timing in one part never shifts another's random choices."""
+        return random.Random(f"{self.seed}:{label}")
+
+    def fault_context(self, fault: str = "") -> FaultContext:
         return FaultContext(
             toxiproxy=self.toxiproxy,
             proxies=self.proxies,
             cohorts=self.cohorts,
             target=self.target,
             history=self.history,
-            rng=self.rng,
+            rng=self.rng(f"fault:{fault}"),
             session=self.session,
             shape=message_shape(self.target.spec),
         )
@@ -109,7 +114,7 @@ def build_client(spec: CohortSpec, index: int, run: Run) -> ProbeClient | StuckC
     url = f"http://{proxy.listen_host}:{proxy.listen_port}{path}"
     return ProbeClient(
         name, spec.name, url, run.history, message_shape(run.target.spec),
-        reconnect=spec.reconnect, rcvbuf=spec.rcvbuf, session=run.session, rng=random.Random(run.rng.random()),
+        reconnect=spec.reconnect, rcvbuf=spec.rcvbuf, session=run.session, rng=run.rng(f"client:{name}"),
     )  # fmt: skip
 
 
@@ -156,7 +161,6 @@ async def background(*coros: Any) -> AsyncIterator[None]:
 
 
 async def run_steps(run: Run, feed: Feed, progress: Progress) -> None:
-    ctx = run.fault_context()
     for step in run.scenario.steps:
         if step.action == "wait":
             await asyncio.sleep(step.value)
@@ -164,7 +168,7 @@ async def run_steps(run: Run, feed: Feed, progress: Progress) -> None:
             feed.set_rate(step.value)
             run.history.record("step", name="feed_rate", detail=step.value)
         elif step.action == "fault":
-            fault = run.faults[step.value.name]
+            fault, ctx = run.faults[step.value.name], run.contexts[step.value.name]
             progress(f"fault {fault.spec.name} ({fault.spec.type})")
             await fault.start(ctx)
             run.active.append(fault.spec.name)
@@ -177,7 +181,7 @@ async def heal(run: Run, name: str, progress: Progress) -> None:
     if name in run.active:
         progress(f"heal {name}")
         run.active.remove(name)
-        await run.faults[name].heal(run.fault_context())
+        await run.faults[name].heal(run.contexts[name])
 
 
 async def wait_for_drain(run: Run, feed: Feed) -> None:
@@ -209,7 +213,7 @@ async def create_proxies(run: Run, run_id: str) -> Proxy:
 
 async def execute(run: Run, out_dir: Path, progress: Progress, phases: dict[str, float]) -> list[Verdict]:
     scenario = run.scenario
-    run_id = f"{scenario.name}-{run.rng.randrange(16**6):06x}"
+    run_id = f"{scenario.name}-{run.rng('run_id').randrange(16**6):06x}"
     async with AsyncExitStack() as stack:
         mark = time.monotonic()
         stack.push_async_callback(run.target.stop)
@@ -217,12 +221,11 @@ async def execute(run: Run, out_dir: Path, progress: Progress, phases: dict[str,
         liveness_proxy = await create_proxies(run, run_id)
         for spec in scenario.faults():
             run.faults[spec.name] = make_fault(spec)
-        ctx = run.fault_context()
-        for fault in run.faults.values():
-            await fault.prepare(ctx)
+            run.contexts[spec.name] = run.fault_context(spec.name)
+            await run.faults[spec.name].prepare(run.contexts[spec.name])
         await start_cohorts(run, stack)
         phases["setup_s"] = time.monotonic() - mark
-        feed = Feed(run.target.spec, run.target.workdir, run.history, scenario.feed_rate, run.rng)
+        feed = Feed(run.target.spec, run.target.workdir, run.history, scenario.feed_rate, run.rng("feed"))
         stack.push_async_callback(feed.stop)
         await feed.start()
         async with background(probe_liveness(run, liveness_proxy), sample_harness_cpu(run)):
@@ -271,7 +274,7 @@ async def run_scenario(
     error = None
     try:
         async with aiohttp.ClientSession() as session:
-            run = Run(scenario, history, target, toxiproxy, random.Random(seed), session)
+            run = Run(scenario, history, target, toxiproxy, seed, session)
             async with asyncio.timeout(scenario.timeout):
                 verdicts = await execute(run, out_dir, progress, phases)
     except TimeoutError:

@@ -1,0 +1,174 @@
+"""The harness end to end, as a user drives it: the CLI, the pytest plugin, a second target, seeds,
+and that nothing is left running after a run, a failed run, Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import psutil
+import pytest
+
+from harness.history import History
+from harness.runner import run_scenario
+from harness.scenario import discover, load
+from harness.target import load_target
+from harness.toxiproxy import Toxiproxy, ToxiproxyServer
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parent.parent
+WSCHAOS = [sys.executable, "-m", "harness.cli"]
+
+
+def wschaos(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*WSCHAOS, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})  # fmt: skip
+
+
+def test_validate_names_the_file_the_field_and_the_problem(tmp_path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("name: broken\ncohorts: [{name: a, clients: -1}]\nmethod: [{wait: 1}, {heal: nope}]\nchecks: {}\n")
+    result = wschaos("validate", str(bad))
+    assert result.returncode == 1
+    assert f"{bad}: cohorts.0.clients: -1 is less than the minimum of 0" in result.stderr
+    assert "checks" in result.stderr
+    garbled = tmp_path / "garbled.yaml"
+    garbled.write_text("name: [unclosed\n")
+    result = wschaos("validate", str(garbled))
+    assert result.returncode == 1 and f"{garbled}: line 2" in result.stderr and "not valid YAML" in result.stderr
+
+
+def test_unknown_checker_and_fault_are_named(tmp_path):
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("name: typo\ncohorts: [{name: a, clients: 1}]\nmethod: [{fault: {type: netwrk_cut, cohort: a}}]\n"
+                   "checks: {delivry: {}}\n")  # fmt: skip
+    result = wschaos("validate", str(bad))
+    assert "method.0.fault.type: unknown fault 'netwrk_cut'" in result.stderr
+    assert "checks.delivry: unknown checker" in result.stderr
+
+
+def test_missing_toxiproxy_binary_gets_a_hint(tmp_path):
+    result = wschaos("run", "baseline", "--out", str(tmp_path), env={"TOXIPROXY_SERVER": "/nonexistent/toxiproxy"})
+    assert result.returncode == 2
+    assert "scripts/bootstrap" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_pytest_collects_scenario_files_as_items(tmp_path):
+    junit = tmp_path / "junit.xml"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "scenarios/", "-k", "baseline", f"--junitxml={junit}", "-q",
+         "-p", "no:cacheprovider", "--wschaos-out", str(tmp_path / "runs"), "--wschaos-seed", "5"],
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:]
+    cases = [c.get("name") for c in ET.parse(junit).getroot().iter("testcase")]
+    assert cases == ["baseline"]
+    listed = subprocess.run([sys.executable, "-m", "pytest", "scenarios/", "--collect-only", "-q", "-p", "no:cacheprovider"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert all(f"{p.name}::{p.stem}" in listed.stdout for p in discover())
+
+
+async def run_against(target_file: Path, names: list[str], out: Path, seed: int = 3) -> dict[str, object]:
+    results = {}
+    async with ToxiproxyServer(out) as server:
+        assert server.url is not None
+        async with Toxiproxy(server.url) as toxiproxy:
+            for name in names:
+                scenario = load(discover([name])[0])
+                results[name] = await run_scenario(scenario, load_target(target_file), toxiproxy, out / name, seed)
+    return results
+
+
+async def test_a_second_target_runs_the_suite_and_its_missing_resume_is_caught(tmp_path):
+    """The websockets-based broadcaster holds delivery and eviction, but it has no resume: a client that
+    reconnects after a cut gets a fresh init with the same epoch and a silent gap, which is caught."""
+    target = ROOT / "harness" / "targets" / "ws_broadcaster.yaml"
+    results = await run_against(target, ["baseline", "network_cut"], tmp_path)
+    assert results["baseline"].status == "pass", [v.to_json() for v in results["baseline"].verdicts]
+    cut = {v.checker: v for v in results["network_cut"].verdicts}
+    assert cut["delivery"].status == "pass" and cut["eviction"].status == "pass"
+    assert cut["recovery"].status == "fail" and "silent gap" in cut["recovery"].summary
+
+
+async def test_same_seed_same_schedule_of_faults(tmp_path):
+    target = ROOT / "harness" / "targets" / "monitor.yaml"
+    dropped = []
+    for run in ("a", "b"):
+        await run_against(target, ["mass_drop"], tmp_path / run, seed=11)
+        history = History.load(tmp_path / run / "mass_drop" / "history.jsonl")
+        dropped.append(sorted(r["client"] for r in history.of("client_fault")))
+    assert dropped[0] == dropped[1] and 0 < len(dropped[0]) < 16
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def listening_ports(procs: list[psutil.Process]) -> set[int]:
+    ports = set()
+    for proc in procs:
+        try:
+            ports |= {c.laddr.port for c in proc.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN}
+        except psutil.Error:
+            pass
+    return ports
+
+
+def interrupt_midway(tmp_path: Path, sig: int) -> tuple[int, list[psutil.Process], set[int], str]:
+    proc = subprocess.Popen([*WSCHAOS, "run", "network_cut", "--out", str(tmp_path)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        children: list[psutil.Process] = []
+        while time.monotonic() < deadline:
+            children = descendants(proc.pid)
+            if len(children) >= 2:  # toxiproxy-server and the target
+                break
+            time.sleep(0.1)
+        time.sleep(2.0)  # into the method: the fault is on
+        children = descendants(proc.pid)
+        ports = listening_ports(children)
+        proc.send_signal(sig)
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, children, ports, output
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_run_leaves_no_process_or_port(tmp_path, sig):
+    code, children, ports, output = interrupt_midway(tmp_path, sig)
+    assert code == 130, output[-2000:]
+    assert len(children) >= 2 and ports, "the run had not started its processes"
+    time.sleep(0.5)
+    alive = [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], f"left running: {[p.cmdline() for p in alive]}"
+    still = {c.laddr.port for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN} & ports
+    assert still == set(), f"ports still listening: {still}"
+    assert "Traceback" not in output
+
+
+def test_failed_run_leaves_no_process(tmp_path):
+    target = tmp_path / "dies.yaml"
+    target.write_text(json.dumps({
+        "name": "dies", "command": ["{python}", "-c", "import sys; print('boom', file=sys.stderr); sys.exit(3)"],
+        "ready": {"tcp": True, "timeout": 5}, "feed": None,
+    }))  # fmt: skip
+    before = {p.pid for p in psutil.process_iter()}
+    result = wschaos("run", "baseline", "--target", str(target), "--out", str(tmp_path / "runs"))
+    assert result.returncode == 1
+    assert "exited with code 3" in result.stdout and "boom" in result.stdout
+    time.sleep(0.5)
+    new = [p for p in psutil.process_iter(["cmdline"]) if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE]
+    assert [p.info["cmdline"] for p in new if "toxiproxy" in " ".join(p.info["cmdline"] or [])] == []
