@@ -5,7 +5,7 @@ bootstrap:
 	@scripts/bootstrap
 
 run: bootstrap
-	.venv/bin/python -m monitor --demo
+	.venv/bin/wschaos run
 
 demo: bootstrap
 	.venv/bin/python -m monitor --demo

@@ -147,6 +147,41 @@ def run(scenarios: tuple[str, ...], target_file: Path | None, seed: int | None, 
     sys.exit(0 if all(r.status == "pass" for r in results) else 1)
 
 
+@cli.command()
+@click.argument("names", nargs=-1)
+@click.option("--full", is_flag=True, help="every scenario against every mutant, not only the one expected to catch it")
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
+def mutants(names: tuple[str, ...], full: bool, seed: int, out: Path) -> None:
+    """Run scenarios against the broken monitors in tests/mutants and print which checker caught which."""
+    matrix = import_mutant_matrix()
+    chosen = list(names) or list(matrix.MUTANTS)
+    run_dir = new_run_dir(out.resolve(), "mutants")
+    click.echo(f"{len(chosen)} mutant(s), {'every scenario' if full else 'the scenario expected to catch each'}")
+    cells = run_with_signals(matrix.run_matrix(chosen, run_dir, seed, full=full, progress=click.echo))
+    table = matrix.matrix_table(cells)
+    (run_dir / "mutants.json").write_text(json.dumps([c.to_json() for c in cells], indent=2))
+    (run_dir / "mutants.md").write_text(table + "\n")
+    click.echo("\n" + table)
+    missed = [m for m in chosen if not any(c.mutant == m and c.caught_by for c in cells)]
+    wrong = [c for c in cells if not matrix.caught_for_the_right_reason(c)]
+    for m in missed:
+        click.echo(f"SURVIVED: {m}", err=True)
+    for c in wrong:
+        click.echo(f"caught for another reason: {c.mutant} in {c.scenario} by {c.caught_by}", err=True)
+    sys.exit(1 if missed or wrong else 0)
+
+
+def import_mutant_matrix() -> Any:
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "tests" / "mutants").is_dir():
+        raise HarnessError("the mutants live in the project's tests/mutants folder", hint="run this from a checkout")
+    sys.path.insert(0, str(root))
+    from tests.mutants import matrix
+
+    return matrix
+
+
 @cli.command("list")
 def list_scenarios() -> None:
     """List the scenarios in scenarios/."""
