@@ -89,12 +89,15 @@ async def run_suite(scenarios: list[Scenario], target: TargetSpec, run_dir: Path
 
 
 def run_with_signals(coro: Any) -> Any:
-    """Run ``coro``; SIGTERM cancels it like Ctrl-C, so every teardown runs."""
+    """Run ``coro``; Ctrl-C and SIGTERM cancel it, so every teardown runs. SIGINT gets a handler of
+    its own too: a shell without job control starts background commands with SIGINT ignored."""
 
     async def main() -> Any:
         task = asyncio.current_task()
         assert task is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
         return await coro
 
     return asyncio.run(main())

@@ -59,6 +59,7 @@ class MonitorState:
         self.started_at = time.time()
         self.registry = make_registry(self.metrics, self.hub, lambda: len(self.stream.pending))
         self.last_status: dict[str, Any] | None = None
+        self.closing = False
 
     async def start(self) -> None:
         self.store = await Store.open(self.config.db)
@@ -164,6 +165,10 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         log.debug("handshake did not complete: %r", exc)
         return ws
     limit_send_buffer(request, config.sndbuf)
+    if state.closing:
+        # Accepted while shutting down, after every registered client was closed: close this one too.
+        await ws.close(code=CloseCode.GOING_AWAY, message=b"server shutdown")
+        return ws
     client = state.hub.register(ws, request, view)
     limit = RateLimit(rate=config.rate_limit, burst=config.rate_burst, tokens=config.rate_burst)
     session = Session(
@@ -237,6 +242,7 @@ async def _on_startup(app: web.Application) -> None:
 
 
 async def _on_shutdown(app: web.Application) -> None:
+    app[STATE].closing = True
     await app[STATE].hub.close_all()
 
 
