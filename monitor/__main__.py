@@ -64,6 +64,7 @@ def build_config(args: argparse.Namespace) -> Config:
     demo_dir = None
     if args.demo:
         demo_dir = args.demo_dir or Path(tempfile.mkdtemp(prefix="monitor-demo-"))
+        demo_dir.mkdir(parents=True, exist_ok=True)
         nodes += [NodeSource(name, demo_dir / f"{name}.log") for name in DEMO_NODES]
     db = args.db or (demo_dir / "monitor.db" if demo_dir else Path("monitor.db"))
     names = [n.name for n in nodes]
