@@ -17,6 +17,16 @@ import click
 
 from harness import __version__
 from harness.errors import HarnessError
+from harness.load import (
+    MAX_PROCESSES,
+    MAX_SPAWN_RATE,
+    MAX_TIME_S,
+    MAX_USERS,
+    LoadSpec,
+    parse_mix,
+    run_plain_load,
+    summary_lines,
+)
 from harness.runner import ScenarioResult, run_scenario
 from harness.scenario import Scenario, discover, load
 from harness.target import TargetSpec, bundled_monitor, load_target
@@ -53,6 +63,8 @@ def print_result(result: ScenarioResult) -> None:
     click.echo(f"  {coloured(result.status)} {result.name} ({result.duration_s:.1f}s)")
     if result.error:
         click.echo(f"      error: {result.error}")
+    if result.reason:
+        click.echo(f"      skipped: {result.reason}")
     for v in result.verdicts:
         if v.status != "pass":
             click.echo(f"      {v.checker}: {coloured(v.status)} {v.summary}")
@@ -68,7 +80,9 @@ def print_summary(results: list[ScenarioResult], run_dir: Path, wall: float) -> 
         cells = [(by.get(c, "-") if r.status != "error" else "error").ljust(12) for c in checkers]
         click.echo(r.name.ljust(width) + " ".join(cells) + f" {r.duration_s:.1f}s")
     passed = sum(r.status == "pass" for r in results)
-    click.echo(f"\n{passed} of {len(results)} scenarios held, in {wall:.1f}s. Results in {run_dir}")
+    skipped = sum(r.status == "skipped" for r in results)
+    held = f"{passed} of {len(results) - skipped} scenarios held" + (f" ({skipped} skipped)" if skipped else "")
+    click.echo(f"\n{held}, in {wall:.1f}s. Results in {run_dir}")
 
 
 async def run_suite(scenarios: list[Scenario], target: TargetSpec, run_dir: Path, seed: int) -> list[ScenarioResult]:
@@ -108,10 +122,11 @@ def write_summary(run_dir: Path, results: list[ScenarioResult], seed: int, targe
         "schema": "wschaos.summary/1",
         "harness_version": __version__,
         "target": target.name,
+        "target_file": str(target.path) if target.path else None,
         "seed": seed,
         "wall_s": round(wall, 3),
         "command": shlex.join(["wschaos", *sys.argv[1:]]),
-        "passed": all(r.status == "pass" for r in results),
+        "passed": all(r.status in ("pass", "skipped") for r in results),
         "scenarios": [r.to_json() for r in results],
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -147,7 +162,24 @@ def run(scenarios: tuple[str, ...], target_file: Path | None, seed: int | None, 
     wall = time.monotonic() - started
     write_summary(run_dir, results, seed, target, wall)
     print_summary(results, run_dir, wall)
-    sys.exit(0 if all(r.status == "pass" for r in results) else 1)
+    write_run_reports(run_dir)
+    sys.exit(0 if all(r.status in ("pass", "skipped") for r in results) else 1)
+
+
+def write_run_reports(run_dir: Path) -> None:
+    """report.json, index.html and junit.xml of a finished run; a report that cannot be written is said
+    plainly and never hides the run's own result."""
+    try:
+        from reports import write_reports  # here, not at the top: matplotlib is slow to import for `wschaos list`
+        from reports.terminal import failure_lines, paths_line
+
+        paths = write_reports(run_dir)
+    except Exception as exc:
+        click.echo(f"reports not written: {type(exc).__name__}: {exc} (retry with: wschaos report {run_dir})", err=True)
+        return
+    for line in failure_lines(json.loads(paths["json"].read_text(encoding="utf-8"))):
+        click.echo(line)
+    click.echo(paths_line(paths))
 
 
 @cli.command()
@@ -166,7 +198,7 @@ def mutants(names: tuple[str, ...], full: bool, seed: int, out: Path) -> None:
     (run_dir / "mutants.json").write_text(json.dumps([c.to_json() for c in cells], indent=2))
     (run_dir / "mutants.md").write_text(table + "\n")
     click.echo("\n" + table)
-    missed = [m for m in chosen if not any(c.mutant == m and c.caught_by for c in cells)]
+    missed = [m for m in chosen if not any(c.mutant == m and (c.caught_by or c.status == "skipped") for c in cells)]
     wrong = [c for c in cells if not matrix.caught_for_the_right_reason(c)]
     for m in missed:
         click.echo(f"SURVIVED: {m}", err=True)
@@ -183,6 +215,29 @@ def import_mutant_matrix() -> Any:
     from tests.mutants import matrix
 
     return matrix
+
+
+@cli.command()
+@click.argument("run_dir", required=False, type=click.Path(path_type=Path))
+@click.option("--compare", "compare_dirs", nargs=2, type=click.Path(path_type=Path), metavar="RUN_A RUN_B",
+              help="say what changed from RUN_A to RUN_B instead")  # fmt: skip
+@click.option("--out", type=click.Path(path_type=Path), help="where compare.html goes (default: RUN_B/compare.html)")
+def report(run_dir: Path | None, compare_dirs: tuple[Path, Path] | None, out: Path | None) -> None:
+    """Write the reports of RUN_DIR again (default: runs/latest), or compare two runs."""
+    from reports import write_reports  # here, not at the top: matplotlib is slow to import for `wschaos list`
+    from reports.compare import compare_runs, comparison_text, write_compare_html
+    from reports.terminal import paths_line, summary_lines
+
+    if compare_dirs:
+        comparison = compare_runs(*compare_dirs)
+        click.echo(comparison_text(comparison))
+        path = write_compare_html(comparison, out or Path(compare_dirs[1]) / "compare.html")
+        click.echo(f"\nComparison: {path}")
+        return
+    paths = write_reports(run_dir or Path("runs") / "latest")
+    for line in summary_lines(json.loads(paths["json"].read_text(encoding="utf-8"))):
+        click.echo(line)
+    click.echo(paths_line(paths))
 
 
 @cli.command("list")
@@ -207,6 +262,47 @@ def validate(paths: tuple[str, ...]) -> None:
             failed += 1
             click.echo(f"invalid {exc.message}", err=True)
     sys.exit(1 if failed else 0)
+
+
+@cli.command("load")
+@click.option("--target", "target_file", type=click.Path(path_type=Path), help="target file (default: the monitor)")
+@click.option("--users", type=click.IntRange(1, MAX_USERS), default=100, show_default=True)
+@click.option("--spawn-rate", type=click.FloatRange(0.1, MAX_SPAWN_RATE), default=20.0, show_default=True,
+              help="users started a second")  # fmt: skip
+@click.option("--time", "time_s", type=click.FloatRange(1, MAX_TIME_S), default=30.0, show_default=True,
+              help="seconds Locust runs, ramp-up included; it stops by itself then")  # fmt: skip
+@click.option("--processes", type=click.IntRange(1, MAX_PROCESSES), default=1, show_default=True,
+              help="Locust processes on this machine (--processes)")  # fmt: skip
+@click.option("--mix", default=None, help="behaviour weights (default steady=6,switcher=2,reconnector=1,churner=1)")
+@click.option("--feed-rate", type=click.FloatRange(0, 20000), default=200.0, show_default=True, help="events a second")
+@click.option("--p99-ms", type=float, default=None, help="fail if the delivery p99 is above this")
+@click.option("--seed", type=int, default=None)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
+def load_command(
+    target_file: Path | None, users: int, spawn_rate: float, time_s: float, processes: int, mix: str | None,
+    feed_rate: float, p99_ms: float | None, seed: int | None, out: Path,
+) -> None:
+    """A plain load test: Locust's WebSocket users against the target behind Toxiproxy, the feed on.
+
+    Locust's own reports (locust.html, locust.json, locust_*.csv) go into the run directory."""
+    weights = parse_mix(mix) if mix else None
+    spec = LoadSpec(users, spawn_rate, time_s, processes=processes, **({"mix": weights} if weights else {}))
+    target = load_target(target_file) if target_file else bundled_monitor()
+    seed = seed if seed is not None else random.randrange(2**31)
+    run_dir = new_run_dir(out.resolve(), "load")
+    click.echo(f"wschaos {__version__}: load against {target.name}, seed {seed}, in {run_dir}")
+    checks = {} if p99_ms is None else {"p99_ms": p99_ms}
+    coro = run_plain_load(target, spec, run_dir, feed_rate=feed_rate, seed=seed, checks=checks,
+                          progress=lambda msg: click.echo(f"  {msg}"))  # fmt: skip
+    try:
+        result = run_with_signals(coro)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        click.echo("interrupted: everything the load test started has been stopped", err=True)
+        sys.exit(130)
+    click.echo("\n".join(["", *summary_lines(result.summary), ""]))
+    click.echo(f"{coloured(result.verdict.status)} {result.verdict.summary}")
+    click.echo(f"Locust's reports: {run_dir}/locust.html, locust.json, locust_stats.csv")
+    sys.exit(0 if result.verdict.status == "pass" else 1)
 
 
 def main() -> None:

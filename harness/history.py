@@ -20,6 +20,20 @@ with a server's ``sent_at``) and ``kind``. The kinds and their fields:
 - ``log``: ``level``, ``line``, ``lineno`` (the target's own log records)
 - ``probe``: ``check`` (ws, health), ``ok``, ``latency_s``, ``error``
 - ``harness_cpu``: ``percent`` (the harness process), ``backlog`` (largest client receive backlog)
+
+Browser cohorts (``harness/browser.py``: dashboard pages in headless Chromium) record ``connect`` when
+the page's ``connects`` grows (with its ``epoch`` and ``seq``: its ``lastSeq``), ``close`` when it
+leaves the live states (``by`` "error", or "client" when the harness closes it), and:
+
+- ``browser_state``: one sample of the page's ``window.wschaos`` every ~200 ms: ``client``, ``cohort``,
+  ``state`` (connecting, live, reconnecting, resyncing), ``epoch``, ``lastSeq``, ``gaps``,
+  ``duplicates``, ``resent``, ``connects``, ``events``, ``errors`` (how many the page logged),
+  ``received`` (batches received so far: the length of its ``seqs``)
+- ``browser_seqs``: ``client``, ``cohort``, ``seqs`` (every batch seq the page received, in order,
+  duplicates included), once when the client stops
+- ``browser_error``: ``client``, ``cohort``, ``source`` (console, page, crash, app: an entry of
+  ``window.wschaos.errors``; harness: the harness could not read the page), ``text``, and for console
+  errors ``url`` and ``line``
 """
 
 from __future__ import annotations

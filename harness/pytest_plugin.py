@@ -57,6 +57,8 @@ class ScenarioItem(pytest.Item):
         result = asyncio.run(self._run(scenario, target, out / scenario.name, seed))
         self.user_properties.append(("seed", seed))
         self.user_properties.append(("run_dir", str(result.run_dir)))
+        if result.status == "skipped":
+            pytest.skip(result.reason or "skipped")
         if result.status != "pass":
             raise ScenarioFailed(result)
 

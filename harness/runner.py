@@ -21,12 +21,14 @@ from typing import Any
 import aiohttp
 import psutil
 
+from harness import browser
 from harness.checkers import CheckContext, CohortInfo, Verdict, run_checks
 from harness.clients import Cohort, MessageShape, ProbeClient, StuckClient
 from harness.errors import HarnessError
 from harness.faults import Fault, FaultContext, make_fault
 from harness.feed import Feed
 from harness.history import History
+from harness.load import LocustRun
 from harness.scenario import CohortSpec, Scenario
 from harness.target import Target, TargetSpec
 from harness.toxiproxy import Proxy, Toxiproxy
@@ -40,13 +42,14 @@ PROBE_INTERVAL = 1.0
 @dataclass
 class ScenarioResult:
     name: str
-    status: str  # pass, fail, error
+    status: str  # pass, fail, error, skipped (``reason`` says why and how to make it run)
     verdicts: list[Verdict]
     duration_s: float
     run_dir: Path
     seed: int
     error: str | None = None
     phases: dict[str, float] = field(default_factory=dict)
+    reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -56,6 +59,7 @@ class ScenarioResult:
             "seed": self.seed,
             "run_dir": str(self.run_dir),
             "error": self.error,
+            "reason": self.reason,
             "phases": self.phases,
             "verdicts": [v.to_json() for v in self.verdicts],
         }
@@ -80,6 +84,7 @@ class Run:
     contexts: dict[str, FaultContext] = field(default_factory=dict)
     active: list[str] = field(default_factory=list)
     faulted: set[str] = field(default_factory=set)
+    load: LocustRun | None = None
 
     def rng(self, label: str) -> random.Random:
         """One generator per consumer, so timing in one part never shifts another's random choices."""
@@ -170,17 +175,22 @@ async def run_steps(run: Run, feed: Feed, progress: Progress) -> None:
         elif step.action == "fault":
             fault, ctx = run.faults[step.value.name], run.contexts[step.value.name]
             progress(f"fault {fault.spec.name} ({fault.spec.type})")
+            await browser.screenshots(run.cohorts.values(), "before", fault.spec.name)
             await fault.start(ctx)
             run.active.append(fault.spec.name)
             run.faulted.update(fault.hits(ctx))
         elif step.action == "heal":
             await heal(run, step.value, progress)
+        elif step.action == "load" and run.load is not None:
+            progress(f"load: {step.value['users']} users")
+            run.load.set_users(step.value["users"], step.value.get("spawn_rate"))
 
 
 async def heal(run: Run, name: str, progress: Progress) -> None:
     if name in run.active:
         progress(f"heal {name}")
         run.active.remove(name)
+        await browser.screenshots(run.cohorts.values(), "during", name)
         await run.faults[name].heal(run.contexts[name])
 
 
@@ -196,12 +206,46 @@ async def wait_for_drain(run: Run, feed: Feed) -> None:
         await asyncio.sleep(0.05)
 
 
-async def start_cohorts(run: Run, stack: AsyncExitStack) -> None:
+async def start_cohorts(run: Run, stack: AsyncExitStack, out_dir: Path | None = None) -> None:
     for spec in run.scenario.cohorts:
-        cohort = Cohort(spec.name, [build_client(spec, i, run) for i in range(spec.clients)])
+        if spec.kind == "browser":
+            cohort: Cohort = build_browser_cohort(spec, run, out_dir)
+        else:
+            cohort = Cohort(spec.name, [build_client(spec, i, run) for i in range(spec.clients)])
         run.cohorts[spec.name] = cohort
         stack.push_async_callback(cohort.stop)
     await asyncio.gather(*(c.start() for c in run.cohorts.values()))
+
+
+def build_browser_cohort(spec: CohortSpec, run: Run, out_dir: Path | None) -> browser.BrowserCohort:
+    """Dashboard pages in one headless Chromium, each opening the target's page through the cohort's proxy."""
+    proxy = run.proxies[spec.name]
+    url = f"http://{proxy.listen_host}:{proxy.listen_port}/"
+    shots = out_dir / "screenshots" if out_dir is not None else None
+    return browser.build_cohort(spec.name, spec.clients, url, run.history, shots)
+
+
+def skip_reason(scenario: Scenario) -> str | None:
+    """Why this scenario cannot run on this machine (a browser cohort without Chromium or Playwright)."""
+    if any(spec.kind == "browser" for spec in scenario.cohorts):
+        return browser.unavailable()
+    return None
+
+
+async def start_load(run: Run, stack: AsyncExitStack, run_id: str, out_dir: Path, progress: Progress) -> None:
+    """The scenario's Locust users, through a proxy of their own; returns once they all run."""
+    spec = run.scenario.load
+    if spec is None:
+        return
+    proxy = await run.toxiproxy.create_proxy(f"{run_id}-load", f"{run.target.host}:{run.target.port}")
+    stack.push_async_callback(run.toxiproxy.delete_proxy, proxy.name)
+    run.load = LocustRun(spec, f"http://{proxy.listen}", out_dir / "load", history=run.history,
+                         ws_path=run.target.spec.ws_path, shape=run.target.spec.messages,
+                         controllable=True, track_connections=True)  # fmt: skip
+    stack.push_async_callback(run.load.stop)
+    progress(f"load: {spec.users} Locust users ({spec.mix_text()})")
+    await run.load.start()
+    await run.load.ramp_up()
 
 
 async def create_proxies(run: Run, run_id: str) -> Proxy:
@@ -223,7 +267,8 @@ async def execute(run: Run, out_dir: Path, progress: Progress, phases: dict[str,
             run.faults[spec.name] = make_fault(spec)
             run.contexts[spec.name] = run.fault_context(spec.name)
             await run.faults[spec.name].prepare(run.contexts[spec.name])
-        await start_cohorts(run, stack)
+        await start_cohorts(run, stack, out_dir)
+        await start_load(run, stack, run_id, out_dir, progress)
         phases["setup_s"] = time.monotonic() - mark
         feed = Feed(run.target.spec, run.target.workdir, run.history, scenario.feed_rate, run.rng("feed"))
         stack.push_async_callback(feed.stop)
@@ -239,7 +284,10 @@ async def execute(run: Run, out_dir: Path, progress: Progress, phases: dict[str,
                 await heal(run, name, progress)
             run.history.record("step", name="steady_after", detail=scenario.steady_state)
             await asyncio.sleep(scenario.steady_state)
+            await browser.screenshots(run.cohorts.values(), "after")
             phases["method_s"] = time.monotonic() - mark
+        if run.load is not None:
+            await run.load.stop()  # its summary goes into the history before the checks
         mark = time.monotonic()
         await feed.stop()
         await wait_for_drain(run, feed)
@@ -266,6 +314,11 @@ async def run_scenario(
     progress: Progress = lambda _: None,
 ) -> ScenarioResult:
     out_dir.mkdir(parents=True, exist_ok=True)
+    skipped = skip_reason(scenario)
+    if skipped is not None:
+        result = ScenarioResult(scenario.name, "skipped", [], 0.0, out_dir, seed, reason=skipped)
+        (out_dir / "result.json").write_text(json.dumps(result.to_json(), indent=2))
+        return result
     history = History(out_dir / "history.jsonl")
     started = time.monotonic()
     phases: dict[str, float] = {}

@@ -12,6 +12,7 @@ import jsonschema
 import yaml
 
 from harness.errors import HarnessError
+from harness.load import DEFAULT_MIX, MAX_SPAWN_RATE, LoadError, LoadSpec
 
 SCHEMA = json.loads((Path(__file__).parent / "scenario.schema.json").read_text())
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
@@ -40,7 +41,7 @@ class FaultSpec:
 
 @dataclass(frozen=True)
 class Step:
-    action: str  # wait, fault, heal, feed_rate
+    action: str  # wait, fault, heal, feed_rate, load
     value: Any
 
 
@@ -57,6 +58,7 @@ class Scenario:
     steady_state: float = 1.0
     timeout: float = 120.0
     core: bool = True
+    load: LoadSpec | None = None  # Locust users for the whole method
 
     def faults(self) -> list[FaultSpec]:
         return [s.value for s in self.steps if s.action == "fault"]
@@ -90,6 +92,7 @@ def parse(raw: Any, source: str, path: Path | None = None) -> Scenario:
         steady_state=raw.get("steady_state", 1.0),
         timeout=raw.get("timeout", 120.0),
         core=raw.get("core", True),
+        load=_load(raw.get("load"), raw.get("timeout", 120.0), source),
     )
     _check_names(scenario, source)
     return scenario
@@ -105,6 +108,23 @@ def _step(entry: dict[str, Any], index: int) -> Step:
             params=value.get("params", {}),
         )
     return Step(action, value)
+
+
+def _load(raw: dict[str, Any] | None, timeout: float, source: str) -> LoadSpec | None:
+    """The load block; Locust's run time is the scenario's timeout, so it stops by itself at the latest then."""
+    if raw is None:
+        return None
+    try:
+        return LoadSpec(
+            users=raw["users"],
+            spawn_rate=raw.get("spawn_rate", min(MAX_SPAWN_RATE, max(1.0, float(raw["users"])))),
+            time_s=timeout,
+            mix=dict(raw.get("mix", DEFAULT_MIX)),
+            processes=raw.get("processes", 1),
+            reconnect_every=raw.get("reconnect_every", 5.0),
+        )
+    except LoadError as exc:
+        raise ScenarioError(f"{source}: load: {exc.message}") from None
 
 
 def _check_names(scenario: Scenario, source: str) -> None:
@@ -129,6 +149,8 @@ def _check_names(scenario: Scenario, source: str) -> None:
             started.add(spec.name)
         elif step.action == "heal" and step.value not in started:
             problems.append(f"{where}.heal: no fault named {step.value!r} was started before this step")
+        elif step.action == "load" and scenario.load is None:
+            problems.append(f"{where}.load: a load step needs a load block (users, spawn_rate, mix)")
     for name, opts in scenario.checks.items():
         if checker_name(name) not in CHECKERS:
             problems.append(f"checks.{name}: unknown checker; known: {_known(CHECKERS)}")

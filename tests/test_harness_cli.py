@@ -70,8 +70,8 @@ def test_pytest_collects_scenario_files_as_items(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:]
     cases = [c.get("name") for c in ET.parse(junit).getroot().iter("testcase")]
     assert cases == ["baseline"]
-    listed = subprocess.run([sys.executable, "-m", "pytest", "scenarios/", "--collect-only", "-q", "-p", "no:cacheprovider"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+    collect = [sys.executable, "-m", "pytest", "scenarios/", "--collect-only", "-q", "-p", "no:cacheprovider"]
+    listed = subprocess.run(collect, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert all(f"{p.name}::{p.stem}" in listed.stdout for p in discover())
 
 

@@ -16,7 +16,7 @@
 
   const S = {
     sock: null, timers: {}, backoff: BACKOFF_MIN_MS, lastRx: 0, heartbeat: 15, pongSeen: false,
-    nodes: [], view: "all", wantView: "all", missing: new Set(), gapResume: false, refill: null,
+    nodes: [], view: "all", wantView: "all", missing: new Set(), gapResume: false, refill: null, resumeUpto: null,
     stats: {}, totals: null, tail: {}, asOf: null, clients: null,
     cards: {}, paused: false, feedRows: 0,
   };
@@ -189,10 +189,12 @@
     if (prevEpoch !== null && prevSeq !== null && m.epoch === prevEpoch) {
       // Still-missing batches from an unfilled gap are asked for again.
       S.gapResume = S.missing.size > 0;
+      S.resumeUpto = Number.isInteger(m.seq) ? m.seq : null;  // the server replays up to its init's seq
       send({ type: "resume", epoch: prevEpoch, since: S.gapResume ? Math.min(...S.missing) - 1 : prevSeq });
     } else {
       S.missing.clear();
       S.gapResume = false;
+      S.resumeUpto = null;
       W.epoch = m.epoch === undefined ? null : m.epoch;
       W.lastSeq = Number.isInteger(m.seq) ? m.seq : 0;
       if (prevEpoch !== null) serverRestarted(m.epoch);
@@ -232,6 +234,9 @@
     W.gaps++;
     for (let s = from; s <= to && S.missing.size < MISSING_MAX; s++) S.missing.add(s);
     S.gapResume = true;
+    // A live batch can overtake the replay of the resume sent on connect, which already asks for
+    // everything up to the init's seq: asking again would only bring the same batches twice.
+    if (S.resumeUpto !== null && to <= S.resumeUpto) return;
     send({ type: "resume", epoch: W.epoch, since: from - 1 });
   }
 

@@ -30,6 +30,7 @@ CAUGHT_BY: dict[str, tuple[str, str]] = {
     "racy_broadcast": ("ingest_burst", "delivery"),
     "heartbeat_off": ("network_cut", "eviction"),
     "resume_silent_gap": ("network_cut", "recovery"),
+    "dashboard_no_reconnect": ("browser_network_cut", "browser"),
 }
 
 
@@ -62,6 +63,8 @@ def cell(mutant: str, result: ScenarioResult) -> Cell:
         evidence = f"{first.checker}: {first.summary}"
     elif result.error:
         evidence = f"error: {result.error}"
+    elif result.status == "skipped":
+        evidence = f"skipped: {result.reason}"
     return Cell(mutant, result.name, result.status, [v.checker for v in failed], evidence)
 
 

@@ -97,8 +97,16 @@ def no_eviction() -> None:
 
 def swallow_cancel() -> None:
     """The client writer swallows ``CancelledError`` and keeps going, so eviction and shutdown cannot
-    stop it: the writer outlives its client, and at exit asyncio reports it destroyed while pending."""
+    stop it: the writer outlives its client, and at exit asyncio reports it destroyed while pending.
+
+    Only a client that has fallen behind has a writer; so that every client of the scenario has one,
+    the mutant also sends every message through the queue and writer (no direct writes)."""
     original = Hub._write_loop
+
+    def write_now(self: Hub, client: Client, data: str, frame: bytes | None) -> None:
+        return None
+
+    Hub._write_now = write_now  # type: ignore[method-assign]
 
     async def write_loop(self: Hub, client: Client) -> None:
         while True:
@@ -225,9 +233,33 @@ def resume_silent_gap() -> None:
     Stream.plan_resume = plan_resume  # type: ignore[method-assign]
 
 
+RETRY_LINE = 'setTimer("retry", connect, delay);'
+
+
+def dashboard_no_reconnect() -> None:
+    """Serves a dashboard page that never reconnects: ``/static/app.js`` is a copy of the real one
+    without the line that schedules the next connection attempt, so a page that lost its connection
+    shows "reconnecting" for ever and its live feed stops."""
+    script = (app.STATIC / "app.js").read_text(encoding="utf-8")
+    if script.count(RETRY_LINE) != 1:
+        raise RuntimeError(f"dashboard_no_reconnect: app.js no longer has exactly one {RETRY_LINE!r}")
+    patched = script.replace(RETRY_LINE, "/* mutant: no retry */")
+    original = app.web.UrlDispatcher.add_static
+
+    async def serve(request: app.web.Request) -> app.web.Response:
+        return app.web.Response(text=patched, content_type="application/javascript")
+
+    def add_static(self: app.web.UrlDispatcher, prefix: str, path: Any, **kwargs: Any) -> Any:
+        if prefix == "/static":
+            self.add_get("/static/app.js", serve)  # registered first, so it wins over the static files
+        return original(self, prefix, path, **kwargs)
+
+    app.web.UrlDispatcher.add_static = add_static  # type: ignore[method-assign]
+
+
 MUTANTS: dict[str, Callable[[], None]] = {
     f.__name__: f
     for f in (send_json_direct, gather_no_timeout, no_eviction, swallow_cancel, unbounded_queue,
               error_log_on_disconnect, drop_when_ingest_full, forget_offsets, racy_broadcast, heartbeat_off,
-              resume_silent_gap)
+              resume_silent_gap, dashboard_no_reconnect)
 }  # fmt: skip

@@ -1,0 +1,849 @@
+"""Load: Locust's WebSocket users (``harness/locustfile.py``) against a target, and what they measured.
+
+Locust runs only as a subprocess: ``import locust`` monkey-patches a process with gevent, which
+breaks asyncio, so this module never imports it. ``LocustRun`` starts ``python -m locust`` headless,
+in a process group of its own, bounded in users, spawn rate and time (Locust stops by itself after
+``-t``), and stops it by pid on every way out (SIGTERM, then SIGKILL; also when the harness is
+cancelled by Ctrl-C or SIGTERM). While it runs, it follows Locust's ``_stats_history.csv`` and folds
+each second's figures into the History; when it ends, it folds in a summary of Locust's JSON report.
+
+History records of kind ``locust`` (``phase`` says which):
+
+- ``started``: ``pid``, ``command``, ``users``, ``spawn_rate``, ``time_s``
+- ``sample`` (every second): ``ts`` (Locust's clock, whole seconds), ``users``, ``rps`` (batches
+  received a second, all users), ``p50``, ``p99`` (delivery latency of batches over the last 10 s,
+  ms), ``requests``, ``failures``, ``batches``, ``gaps`` (batches missed, all users),
+  ``gap_events``, ``cpu`` (percent of each Locust process, by pid), ``cpu_max``
+- ``users``: ``users``, ``spawn_rate`` (a scenario's ``load`` step changed them)
+- ``final``: the same figures over the whole run, with ``p90``, ``max_ms``, ``connects``,
+  ``connect_failures``, ``disconnects``, ``duration_s``, ``peak_users``, ``peak_cpu``, ``errors``
+  (Locust's failures: name, error, occurrences)
+- ``exited``: ``code`` (None when it had to be killed)
+
+With ``track_connections`` (scenarios), every connect and close of a Locust user is also recorded,
+as ``connect`` and ``close`` records of cohort ``load`` (client ``load-<behaviour>-<pid>-<n>``):
+checkers that compare the server's registry with the connections the harness knows of count these
+too. They are folded in at most 0.2 s after they happened, with the ``t`` and ``w`` of when they
+happened (so these records may come a little after later ones in the file): a close stamped with
+the time it was folded would count a churning user as connected for a while after it left.
+
+``check_load`` judges those records (the ``load`` checker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import random
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from harness.errors import HarnessError
+from harness.feed import Feed
+from harness.history import History
+from harness.target import Target, TargetSpec
+from harness.toxiproxy import Proxy, Toxiproxy, ToxiproxyServer
+
+if TYPE_CHECKING:
+    from harness.checkers import CheckContext, Verdict
+
+LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK = "127.0.0.1"
+
+MAX_USERS = 5000
+MAX_SPAWN_RATE = 1000.0
+MAX_TIME_S = 3600.0
+MAX_PROCESSES = 16
+BEHAVIOURS = ("steady", "switcher", "reconnector", "churner")
+DEFAULT_MIX: Mapping[str, float] = {"steady": 6, "switcher": 2, "reconnector": 1, "churner": 1}
+
+SAMPLE_INTERVAL = 0.2  # the stats CSV grows once a second; connection events are folded this often
+LOAD_COHORT = "load"
+STOP_GRACE = 10.0  # Locust writes its reports on SIGTERM; with workers that takes a few seconds
+KILL_WAIT = 5.0
+EXIT_MARGIN = 15.0  # after -t, how long Locust may take to write its reports and exit
+RAMP_MARGIN = 20.0  # Locust's start-up (imports, workers connecting) before its first user runs
+CPU_SATURATED = 90.0
+BATCH_NAME = "log_entry_batch"
+GAP_NAME = "seq gap"
+FDS_PER_USER = 2  # a socket, and headroom for the resolver and reconnects
+
+
+class LoadError(HarnessError):
+    """Load that cannot be run as asked, or a Locust process that did not do what was asked."""
+
+
+# ---------------------------------------------------------------------------------------------
+# What to run
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """How many users, how fast they arrive, for how long, and which behaviours."""
+
+    users: int
+    spawn_rate: float
+    time_s: float
+    mix: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
+    processes: int = 1
+    reconnect_every: float = 5.0
+
+    def __post_init__(self) -> None:
+        problems = bound_problems(self.users, self.spawn_rate, self.time_s, self.processes)
+        unknown = sorted(set(self.mix) - set(BEHAVIOURS))
+        if unknown:
+            problems.append(f"unknown behaviour(s) {unknown} in the mix; known: {', '.join(BEHAVIOURS)}")
+        if not any(w > 0 for w in self.mix.values()) or any(w < 0 for w in self.mix.values()):
+            problems.append("the mix needs weights of 0 or more, at least one above 0")
+        if not 0.1 <= self.reconnect_every <= 3600:
+            problems.append(f"reconnect_every must be 0.1 to 3600 s; got {self.reconnect_every}")
+        if problems:
+            raise LoadError("load: " + "; ".join(problems))
+
+    def mix_text(self) -> str:
+        return ",".join(f"{name}={self.mix.get(name, 0):g}" for name in BEHAVIOURS)
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """``steady=6,switcher=2`` as weights (behaviours left out get 0)."""
+    mix: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, weight = part.partition("=")
+        try:
+            mix[name.strip()] = float(weight)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise LoadError(f"mix: {part!r} is not NAME=WEIGHT (names: {', '.join(BEHAVIOURS)})")
+    return mix
+
+
+def bound_problems(users: int, spawn_rate: float, time_s: float, processes: int = 1) -> list[str]:
+    problems = []
+    if not 0 <= users <= MAX_USERS:
+        problems.append(f"users must be 0 to {MAX_USERS}; got {users}")
+    if not 0 < spawn_rate <= MAX_SPAWN_RATE:
+        problems.append(f"spawn rate must be above 0 and at most {MAX_SPAWN_RATE:g} a second; got {spawn_rate}")
+    if not 1 <= time_s <= MAX_TIME_S:
+        problems.append(f"time must be 1 to {MAX_TIME_S:g} s; got {time_s}")
+    if not 1 <= processes <= MAX_PROCESSES:
+        problems.append(f"processes must be 1 to {MAX_PROCESSES}; got {processes}")
+    return problems
+
+
+@dataclass(frozen=True)
+class Reports:
+    """Where Locust writes: ``locust.html``, ``locust.json``, ``locust_*.csv``, ``locust.log``."""
+
+    directory: Path
+
+    @property
+    def prefix(self) -> Path:
+        return self.directory / "locust"
+
+    @property
+    def html(self) -> Path:
+        return self.directory / "locust.html"
+
+    @property
+    def json(self) -> Path:  # Locust adds ".json" to --json-file
+        return self.directory / "locust.json"
+
+    @property
+    def history_csv(self) -> Path:
+        return self.directory / "locust_stats_history.csv"
+
+    @property
+    def failures_csv(self) -> Path:
+        return self.directory / "locust_failures.csv"
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "locust.log"
+
+    @property
+    def control(self) -> Path:
+        return self.directory / "locust_control.json"
+
+    @property
+    def connections(self) -> Path:
+        return self.directory / "connections"
+
+
+def locust_command(spec: LoadSpec, host: str, reports: Reports, *, role: str = "local", master_port: int = 0,
+                   expect_workers: int = 0) -> list[str]:  # fmt: skip
+    """The ``python -m locust`` command line for a local run, a master or a worker."""
+    base = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--loglevel", "INFO"]
+    if role == "worker":
+        return [*base, "--worker", "--master-host", LOOPBACK, "--master-port", str(master_port)]
+    command = [
+        *base, "-u", str(spec.users), "-r", f"{spec.spawn_rate:g}", "-t", f"{math.ceil(spec.time_s)}s",
+        "--host", host, "--json-file", str(reports.prefix), "--csv", str(reports.prefix), "--csv-full-history",
+        "--html", str(reports.html), "--only-summary", "--exit-code-on-error", "0",
+    ]  # fmt: skip
+    if role == "master":
+        command += ["--master", "--expect-workers", str(expect_workers), "--expect-workers-max-wait", "30"]
+        command += ["--master-bind-host", LOOPBACK, "--master-bind-port", str(master_port)]
+    elif spec.processes > 1:
+        command += ["--processes", str(spec.processes)]
+        command += ["--master-bind-host", LOOPBACK, "--master-bind-port", str(master_port)]
+        command += ["--master-port", str(master_port)]
+    return command
+
+
+def locust_env(spec: LoadSpec, ws_path: str, shape: Mapping[str, Any] | None, control: Path | None,
+               connections: Path | None = None) -> dict[str, str]:  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "WSCHAOS_LOAD_PATH": ws_path,
+        "WSCHAOS_LOAD_MIX": spec.mix_text(),
+        "WSCHAOS_LOAD_RECONNECT_S": f"{spec.reconnect_every:g}",
+        "WSCHAOS_LOAD_MAX_S": f"{spec.time_s + EXIT_MARGIN:g}",
+        "WSCHAOS_LOAD_SHAPE": json.dumps(dict(shape or {})),
+    }
+    for name, path in (("WSCHAOS_LOAD_CONTROL", control), ("WSCHAOS_LOAD_EVENTS", connections)):
+        env.pop(name, None)
+        if path is not None:
+            env[name] = str(path)
+    return env
+
+
+def raise_fd_limit(users: int) -> None:
+    """Raise this process's soft limit on open files (Locust inherits it) if the users need more."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = users * FDS_PER_USER + 1024
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading Locust's files
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text not in (None, "", "N/A") else None
+    except ValueError:
+        return None
+
+
+class StatsHistoryReader:
+    """Follows ``*_stats_history.csv`` (written with --csv-full-history): one row per entry per second,
+    the ``Aggregated`` row last. ``read()`` gives the seconds completed since the last call."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.header: list[str] | None = None
+        self.rows: list[dict[str, str]] = []
+
+    def read(self) -> list[dict[str, Any]]:
+        try:
+            with self.path.open("rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read()
+        except OSError:
+            return []
+        complete = data[: data.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        samples = []
+        for row in csv.reader(io.StringIO(complete.decode("utf-8", errors="replace"))):
+            if self.header is None:
+                self.header = row
+                continue
+            self.rows.append(dict(zip(self.header, row, strict=False)))
+            if row[3:4] == ["Aggregated"]:
+                samples.append(sample_from_rows(self.rows))
+                self.rows = []
+        return samples
+
+
+def sample_from_rows(rows: list[dict[str, str]]) -> dict[str, Any]:
+    """One second of Locust's figures: the batch row's rate and latency, failures and gaps over all."""
+    by_name = {r.get("Name"): r for r in rows}
+    total, batch, gap = by_name.get("Aggregated", {}), by_name.get(BATCH_NAME, {}), by_name.get(GAP_NAME, {})
+    gap_events = int(_number(gap.get("Total Request Count")) or 0)
+    return {
+        "ts": int(_number(total.get("Timestamp")) or 0),
+        "users": int(_number(total.get("User Count")) or 0),
+        "rps": _number(batch.get("Requests/s")) or 0.0,
+        "p50": _number(batch.get("50%")),
+        "p99": _number(batch.get("99%")),
+        "requests": int(_number(total.get("Total Request Count")) or 0),
+        "failures": int(_number(total.get("Total Failure Count")) or 0),
+        "batches": int(_number(batch.get("Total Request Count")) or 0),
+        "gaps": round(gap_events * (_number(gap.get("Total Average Content Size")) or 0.0)),
+        "gap_events": gap_events,
+    }
+
+
+def histogram_quantile(response_times: Mapping[str, int], q: float) -> float | None:
+    """Nearest-rank quantile of Locust's response-time histogram (rounded ms: count)."""
+    items = sorted((float(k), int(v)) for k, v in response_times.items())
+    total = sum(count for _, count in items)
+    if total == 0:
+        return None
+    rank, seen = max(1, math.ceil(q * total)), 0
+    for value, count in items:
+        seen += count
+        if seen >= rank:
+            return value
+    return items[-1][0]
+
+
+def summarize(entries: list[dict[str, Any]], errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """The whole run's figures from Locust's JSON report (one dict per request name)."""
+    by_name = {e["name"]: e for e in entries}
+    batch = by_name.get(BATCH_NAME, {})
+    gap = by_name.get(GAP_NAME, {})
+    connect = by_name.get("connect", {})
+    starts = [e["start_time"] for e in entries if e.get("start_time")]
+    ends = [e["last_request_timestamp"] for e in entries if e.get("last_request_timestamp")]
+    duration = max(ends) - min(starts) if starts and ends else 0.0
+    times = batch.get("response_times", {})
+    return {
+        "requests": sum(e["num_requests"] for e in entries),
+        "failures": sum(e["num_failures"] for e in entries),
+        "batches": batch.get("num_requests", 0),
+        "rps": round(batch.get("num_requests", 0) / duration, 1) if duration > 0 else 0.0,
+        "p50": histogram_quantile(times, 0.50),
+        "p90": histogram_quantile(times, 0.90),
+        "p99": histogram_quantile(times, 0.99),
+        "max_ms": round(batch["max_response_time"], 1) if batch.get("max_response_time") is not None else None,
+        "gaps": gap.get("total_content_length", 0),
+        "gap_events": gap.get("num_requests", 0),
+        "connects": connect.get("num_requests", 0),
+        "connect_failures": connect.get("num_failures", 0),
+        "disconnects": by_name.get("disconnect", {}).get("num_requests", 0),
+        "duration_s": round(duration, 3),
+        "errors": errors,
+    }
+
+
+class ConnectionFolder:
+    """Folds the users' connect and close lines (``connections-<pid>.jsonl``, one file per Locust process)
+    into the History as ``connect`` and ``close`` records of cohort ``load``."""
+
+    def __init__(self, directory: Path, history: History) -> None:
+        self.directory = directory
+        self.history = history
+        self.offsets: dict[Path, int] = {}
+        self.attempts: dict[str, int] = {}
+        self.open: set[str] = set()
+
+    def fold(self) -> None:
+        for path in sorted(self.directory.glob("connections-*.jsonl")):
+            try:
+                with path.open("rb") as fh:
+                    fh.seek(self.offsets.get(path, 0))
+                    data = fh.read()
+            except OSError:
+                continue
+            complete = data[: data.rfind(b"\n") + 1]
+            self.offsets[path] = self.offsets.get(path, 0) + len(complete)
+            for line in complete.splitlines():
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    self._record(json.loads(line))
+
+    def _record(self, event: dict[str, Any]) -> None:
+        client = f"{LOAD_COHORT}-{event['user']}"
+        w = float(event["w"])
+        when = {"t": round(self.history.now() - max(0.0, time.time() - w), 6), "w": w}
+        if event["event"] == "connect":
+            self.attempts[client] = self.attempts.get(client, 0) + 1
+            self.open.add(client)
+            self.history.record("connect", client=client, cohort=LOAD_COHORT, attempt=self.attempts[client],
+                                since=None, **when)  # fmt: skip
+        elif event["event"] == "close" and client in self.open:
+            self.open.discard(client)
+            self.history.record("close", client=client, cohort=LOAD_COHORT, code=event.get("code"),
+                                by=event.get("by"), reason=event.get("reason"), **when)  # fmt: skip
+
+    def close_all(self) -> None:
+        """After Locust is gone: whatever it could not report closing is closed now."""
+        self.fold()
+        for client in sorted(self.open):
+            self.history.record("close", client=client, cohort=LOAD_COHORT, code=None, by="client",
+                                reason="Locust stopped")  # fmt: skip
+        self.open.clear()
+
+
+def read_failures(path: Path, limit: int = 20) -> list[dict[str, Any]]:
+    try:
+        with path.open(encoding="utf-8", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError:
+        return []
+    out = [{"name": r.get("Name"), "error": r.get("Error"), "occurrences": int(_number(r.get("Occurrences")) or 0)}
+           for r in rows]  # fmt: skip
+    return sorted(out, key=lambda e: -e["occurrences"])[:limit]
+
+
+# ---------------------------------------------------------------------------------------------
+# The Locust process
+
+
+class LocustRun:
+    """One Locust process (a local run, possibly with ``--processes``; or a master, or a worker).
+
+    ``host`` is the proxy's address (``http://127.0.0.1:PORT``); the users connect to it plus
+    ``ws_path``. With a ``history``, samples and the final summary are recorded there. Use as
+    ``async with LocustRun(...) as run:``, or call ``start`` and (always) ``stop``.
+    """
+
+    def __init__(
+        self,
+        spec: LoadSpec,
+        host: str,
+        out_dir: Path,
+        *,
+        history: History | None = None,
+        ws_path: str = "/ws",
+        shape: Mapping[str, Any] | None = None,
+        role: str = "local",
+        master_port: int | None = None,
+        expect_workers: int = 0,
+        controllable: bool = False,
+        track_connections: bool = False,
+    ) -> None:
+        self.spec = spec
+        self.host = host
+        self.reports = Reports(Path(out_dir))
+        self.history = history
+        self.ws_path = ws_path
+        self.shape = shape
+        self.role = role
+        self.master_port = master_port or free_port()
+        self.expect_workers = expect_workers
+        self.controllable = controllable
+        self.pid: int | None = None
+        self.returncode: int | None = None
+        self.samples: list[dict[str, Any]] = []
+        self.summary: dict[str, Any] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._tracked: dict[int, psutil.Process] = {}
+        self._reader = StatsHistoryReader(self.reports.history_csv)
+        self._sampler: asyncio.Task[None] | None = None
+        self._finished = False
+        self._folder = ConnectionFolder(self.reports.connections, history) if track_connections and history else None
+
+    async def __aenter__(self) -> LocustRun:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def command(self) -> list[str]:
+        return locust_command(self.spec, self.host, self.reports, role=self.role, master_port=self.master_port,
+                              expect_workers=self.expect_workers)  # fmt: skip
+
+    async def start(self) -> None:
+        if self._process is not None:
+            raise LoadError("this Locust run was already started")
+        self.reports.directory.mkdir(parents=True, exist_ok=True)
+        if self._folder is not None:
+            self.reports.connections.mkdir(exist_ok=True)
+        if self.controllable:
+            self.set_users(self.spec.users, self.spec.spawn_rate, record=False)
+        raise_fd_limit(self.spec.users)
+        command = self.command()
+        self._process = self._launch(command)
+        self.pid = self._process.pid
+        self._track()
+        self._record("started", pid=self.pid, command=command, users=self.spec.users,
+                     spawn_rate=self.spec.spawn_rate, time_s=self.spec.time_s)  # fmt: skip
+        if self.role != "worker":
+            self._sampler = asyncio.create_task(self._sample_loop(), name="locust-sampler")
+
+    def _launch(self, command: list[str]) -> subprocess.Popen[bytes]:
+        """Locust in a session (and process group) of its own: a Ctrl-C at the terminal reaches only the
+        harness, which then stops Locust by pid."""
+        control = self.reports.control if self.controllable else None
+        connections = self.reports.connections if self._folder is not None else None
+        env = locust_env(self.spec, self.ws_path, self.shape, control, connections)
+        with self.reports.log.open("ab") as log:
+            try:
+                return subprocess.Popen(
+                    command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                    cwd=self.reports.directory, start_new_session=True,
+                )  # fmt: skip
+            except OSError as exc:
+                raise LoadError(f"cannot run Locust ({command[0]} -m locust): {exc}") from exc
+
+    def set_users(self, users: int, spawn_rate: float | None = None, *, record: bool = True) -> None:
+        """Change the number of users while it runs (only a run started with ``controllable``)."""
+        rate = self.spec.spawn_rate if spawn_rate is None else spawn_rate
+        problems = bound_problems(users, rate, self.spec.time_s)
+        if problems:
+            raise LoadError("load step: " + "; ".join(problems))
+        if not self.controllable:
+            raise LoadError("this Locust run cannot change its users (start it with controllable=True)")
+        tmp = self.reports.control.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"users": users, "spawn_rate": rate}))
+        tmp.replace(self.reports.control)  # atomic: Locust never reads half a file
+        if record:
+            self._record("users", users=users, spawn_rate=rate)
+
+    async def wait_users(self, users: int, timeout: float) -> bool:
+        """Wait until Locust reports ``users`` users running; False after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.samples and self.samples[-1]["users"] >= users:
+                return True
+            if not self.running:
+                raise LoadError(f"Locust exited with code {self.returncode_now()} before its users ran"
+                                f"{self.log_tail()}")  # fmt: skip
+            await asyncio.sleep(0.2)
+        return False
+
+    async def ramp_up(self, margin: float = RAMP_MARGIN) -> None:
+        """Wait until every user runs (users / spawn rate, plus ``margin`` for Locust to start), or raise."""
+        timeout = self.spec.users / self.spec.spawn_rate + margin
+        if not await self.wait_users(self.spec.users, timeout):
+            got = self.samples[-1]["users"] if self.samples else 0
+            raise LoadError(f"Locust had {got} of {self.spec.users} users running after {timeout:g} s{self.log_tail()}")
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait for Locust to end by itself (after ``-t``); False after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while self.running:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.2)
+        return True
+
+    def returncode_now(self) -> int | None:
+        return None if self._process is None else self._process.poll()
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            tail = self.reports.log.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            return ""
+        return "\n--- last lines of " + str(self.reports.log) + " ---\n" + "\n".join(tail) if tail else ""
+
+    async def stop(self) -> None:
+        """SIGTERM by pid (Locust writes its reports), SIGKILL if it lingers, then any leftover
+        process of its group by pid; records the summary. Safe to call twice, and when cancelled."""
+        process = self._process
+        if process is None or self._finished:
+            return
+        self._finished = True
+        try:
+            await self._terminate(process)
+        finally:
+            self._kill_leftovers()
+            await self._stop_sampler()
+            self.returncode = process.returncode
+            self._record("exited", code=self.returncode)
+            self._final()
+
+    async def _terminate(self, process: subprocess.Popen[bytes]) -> None:
+        if process.poll() is not None:
+            return
+        self._track()
+        _signal(process, signal.SIGTERM)
+        try:
+            if await _exited_within(process, STOP_GRACE):
+                return
+        except asyncio.CancelledError:  # no time left to be gentle: never leave it running
+            _signal(process, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(KILL_WAIT)
+            raise
+        _signal(process, signal.SIGKILL)
+        await _exited_within(process, KILL_WAIT)
+
+    def _track(self) -> None:
+        """Remember Locust's processes (the forked workers too), to stop each one by pid."""
+        if self._process is None:
+            return
+        with contextlib.suppress(psutil.Error):
+            leader = psutil.Process(self._process.pid)
+            for p in [leader, *leader.children(recursive=True)]:
+                if p.pid not in self._tracked:
+                    p.cpu_percent(None)  # the first call sets the baseline
+                    self._tracked[p.pid] = p
+
+    def _kill_leftovers(self) -> None:
+        for p in self._tracked.values():
+            with contextlib.suppress(psutil.Error):
+                if p.is_running():  # also checks the pid was not reused since
+                    p.kill()
+
+    def cpu(self) -> dict[str, float]:
+        """CPU percent of each live Locust process since the last call, by pid."""
+        self._track()
+        out = {}
+        for pid, p in list(self._tracked.items()):
+            try:
+                out[str(pid)] = round(p.cpu_percent(None), 1)
+            except psutil.Error:
+                self._tracked.pop(pid)
+        return out
+
+    async def _sample_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SAMPLE_INTERVAL)
+            self._take_samples()
+            if not self.running:
+                return
+
+    def _take_samples(self) -> None:
+        if self._folder is not None:
+            self._folder.fold()
+        new = self._reader.read()
+        if not new:
+            return
+        cpu = self.cpu()
+        for sample in new:
+            sample.update(cpu=cpu, cpu_max=max(cpu.values(), default=0.0))
+            self.samples.append(sample)
+            self._record("sample", **sample)
+
+    async def _stop_sampler(self) -> None:
+        task, self._sampler = self._sampler, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.role != "worker":
+            self._take_samples()
+        if self._folder is not None:
+            self._folder.close_all()
+
+    def _final(self) -> None:
+        if self.role == "worker":
+            return
+        try:
+            entries = json.loads(self.reports.json.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            entries = None
+        if not isinstance(entries, list):
+            self._record("final", error=f"Locust wrote no JSON report at {self.reports.json}")
+            return
+        summary = summarize(entries, read_failures(self.reports.failures_csv))
+        summary["peak_users"] = max((s["users"] for s in self.samples), default=0)
+        summary["peak_cpu"] = max((s["cpu_max"] for s in self.samples), default=0.0)
+        self.summary = summary
+        self._record("final", **summary)
+
+    def _record(self, phase: str, **fields: Any) -> None:
+        if self.history is not None:
+            self.history.record("locust", phase=phase, role=self.role, **fields)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def _signal(process: subprocess.Popen[bytes], signum: int) -> None:
+    if process.poll() is None:  # also reaps it, so the pid cannot have been reused
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signum)
+
+
+async def _exited_within(process: subprocess.Popen[bytes], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while process.poll() is None:
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# The load checker
+
+
+def load_figures(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The final summary if there is one, else the last sample (a run cut short)."""
+    final = [r for r in records if r.get("phase") == "final" and "error" not in r]
+    if final:
+        return final[-1]
+    samples = [r for r in records if r.get("phase") == "sample"]
+    return samples[-1] if samples else None
+
+
+def check_load(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
+    """Locust's users held: failures at most ``max_failure_ratio`` of requests (default 0.01), at most
+    ``max_gaps`` batches missed (default 0), batch delivery p99 at most ``p99_ms`` (when given)."""
+    from harness.checkers import FAIL, PASS, UNRELIABLE, Verdict
+
+    records = [r for r in ctx.history.of("locust") if r.get("role") != "worker"]
+    figures = load_figures(records)
+    if figures is None:
+        return Verdict("load", FAIL, "no Locust statistics were recorded: the load never ran",
+                       [{"records": len(records)}])  # fmt: skip
+    out = {k: figures.get(k) for k in ("requests", "failures", "batches", "rps", "p50", "p99", "gaps", "gap_events")}
+    out["failure_ratio"] = round(figures["failures"] / figures["requests"], 4) if figures.get("requests") else 0.0
+    out["peak_users"] = figures.get("peak_users", figures.get("users", 0))
+    out = {k: v for k, v in out.items() if v is not None}
+    problems, evidence = load_problems(figures, out, options)
+    if not problems:
+        return Verdict("load", PASS, load_summary(out), [], out)
+    peak_cpu = max((r.get("cpu_max", 0.0) for r in records if r.get("phase") == "sample"), default=0.0)
+    if problems == ["p99"] and peak_cpu > CPU_SATURATED:
+        why = f"a Locust process used {peak_cpu:.0f}% CPU: the users, not the target, may be the slow part"
+        summary = f"delivery p99 {out['p99']:g} ms is over the limit, but {why}"
+        return Verdict("load", UNRELIABLE, summary, evidence, out)
+    return Verdict("load", FAIL, "; ".join(e["problem"] for e in evidence if "problem" in e), evidence, out)
+
+
+def load_problems(figures: dict[str, Any], out: dict[str, Any], options: dict[str, Any]) -> tuple[list[str], list]:
+    problems: list[str] = []
+    evidence: list[dict[str, Any]] = []
+
+    def fail(key: str, problem: str) -> None:
+        problems.append(key)
+        evidence.append({"problem": problem})
+
+    if not figures.get("batches"):
+        fail("batches", "the load users received no broadcasts")
+    max_ratio = options.get("max_failure_ratio", 0.01)
+    if out["failure_ratio"] > max_ratio:
+        fail("failures", f"{out['failures']} of {out['requests']} Locust requests failed "
+                         f"({out['failure_ratio']:.2%}, limit {max_ratio:.2%})")  # fmt: skip
+    max_gaps = options.get("max_gaps", 0)
+    if (figures.get("gaps") or 0) > max_gaps:
+        fail("gaps", f"the load users missed {figures['gaps']} batches in {figures.get('gap_events', 0)} seq gaps "
+                     f"(limit {max_gaps})")  # fmt: skip
+    p99_ms = options.get("p99_ms")
+    if p99_ms is not None and (figures.get("p99") or 0) > p99_ms:
+        fail("p99", f"batch delivery p99 {figures['p99']:g} ms over the limit of {p99_ms:g} ms")
+    evidence += [{"error": e["error"], "name": e["name"], "occurrences": e["occurrences"]}
+                 for e in figures.get("errors", [])[:5]]  # fmt: skip
+    return problems, evidence
+
+
+def load_summary(out: dict[str, Any]) -> str:
+    latency = f", p50/p99 {out.get('p50', 0):g}/{out.get('p99', 0):g} ms" if "p99" in out else ""
+    received = f"{out.get('peak_users', 0)} Locust users received {out.get('batches', 0)} batches"
+    failed = f"{out.get('failures', 0)} failures, {out.get('gaps', 0)} missed"
+    return f"{received} ({out.get('rps', 0):g}/s{latency}), {failed}"
+
+
+# ---------------------------------------------------------------------------------------------
+# A plain load test: the target behind Toxiproxy, the feed on, Locust's users through one proxy
+
+
+@dataclass
+class Stage:
+    """What a plain load test runs besides Locust: the history, Toxiproxy, the target, its proxy, the feed."""
+
+    history: History
+    server: ToxiproxyServer
+    target: Target
+    proxy: Proxy
+    feed: Feed
+
+    @property
+    def host(self) -> str:
+        return f"http://{self.proxy.listen}"
+
+
+@asynccontextmanager
+async def stage(target_spec: TargetSpec, run_dir: Path, *, feed_rate: float = 200.0, seed: int = 0,
+                params: Mapping[str, Any] | None = None) -> AsyncIterator[Stage]:  # fmt: skip
+    """Start Toxiproxy, the target and a ``load`` proxy in front of it, and the feed; stop them all on the way out."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    history = History(run_dir / "history.jsonl")
+    try:
+        async with ToxiproxyServer(run_dir) as server:
+            assert server.url is not None
+            async with Toxiproxy(server.url) as toxiproxy:
+                target = Target(target_spec, run_dir / "target", history, params=params)
+                async with target:
+                    proxy = await toxiproxy.create_proxy(LOAD_COHORT, f"{target.host}:{target.port}")
+                    feed = Feed(target_spec, target.workdir, history, feed_rate, random.Random(f"{seed}:feed"))
+                    await feed.start()
+                    try:
+                        yield Stage(history, server, target, proxy, feed)
+                    finally:
+                        await feed.stop()
+    finally:
+        history.close()
+
+
+@dataclass
+class LoadResult:
+    run_dir: Path
+    summary: dict[str, Any] | None
+    verdict: Verdict
+    ended_by_itself: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run_dir": str(self.run_dir), "summary": self.summary, "verdict": self.verdict.to_json(),
+                "ended_by_itself": self.ended_by_itself}  # fmt: skip
+
+
+async def run_plain_load(
+    target_spec: TargetSpec,
+    spec: LoadSpec,
+    run_dir: Path,
+    *,
+    feed_rate: float = 200.0,
+    seed: int = 0,
+    checks: dict[str, Any] | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> LoadResult:
+    """A load test of its own: Locust's users for ``spec.time_s`` against the target, its reports in
+    ``run_dir`` (locust.html, locust.json, locust_*.csv), judged by ``check_load`` with ``checks``."""
+    from harness.checkers import CheckContext
+
+    async with stage(target_spec, run_dir, feed_rate=feed_rate, seed=seed) as staged:
+        progress(f"{target_spec.name} on {staged.target.host}:{staged.target.port}, behind proxy {staged.proxy.listen}")
+        locust = LocustRun(spec, staged.host, run_dir, history=staged.history, ws_path=target_spec.ws_path,
+                           shape=target_spec.messages)  # fmt: skip
+        async with locust:
+            progress(f"Locust: {spec.users} users at {spec.spawn_rate:g}/s for {spec.time_s:g}s ({spec.mix_text()})")
+            await locust.ramp_up()
+            progress("all users running")
+            ended = await locust.wait(spec.time_s + EXIT_MARGIN)
+        verdict = check_load(CheckContext(history=staged.history), dict(checks or {}))
+    result = LoadResult(run_dir, locust.summary, verdict, ended)
+    (run_dir / "load.json").write_text(json.dumps({"spec": asdict(spec), **result.to_json()}, indent=2, default=str))
+    return result
+
+
+def summary_lines(summary: dict[str, Any] | None) -> list[str]:
+    """The figures a person reads first."""
+    if not summary:
+        return ["Locust wrote no summary (see locust.log)"]
+    return [
+        f"users (peak)        {summary['peak_users']}",
+        f"batches received    {summary['batches']} ({summary['rps']:g}/s over {summary['duration_s']:g}s)",
+        f"delivery latency    p50 {summary['p50']} ms, p90 {summary['p90']} ms, p99 {summary['p99']} ms, "
+        f"max {summary['max_ms']} ms",
+        f"connects            {summary['connects']} ({summary['connect_failures']} failed), "
+        f"{summary['disconnects']} unexpected disconnects",
+        f"failures            {summary['failures']} of {summary['requests']} requests",
+        f"missed batches      {summary['gaps']} in {summary['gap_events']} seq gaps",
+        f"Locust CPU (peak)   {summary['peak_cpu']:g}% of a core, one process",
+    ]
