@@ -27,6 +27,7 @@ from monitor.views import InvalidView, View
 log = logging.getLogger("monitor.app")
 
 STATIC = Path(__file__).parent / "static"
+WRITER_LIMIT = 16 * 1024
 STATE: web.AppKey[MonitorState] = web.AppKey("state")
 STAT_KEYS = (
     "uploads", "upload_failed", "upload_canceled", "downloads", "download_failed", "download_canceled",
@@ -158,7 +159,12 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         view = View.parse(request.query.get("view", "all"), state.node_names)
     except InvalidView as exc:
         raise web.HTTPBadRequest(text=f"invalid view: {exc}") from None
-    ws = web.WebSocketResponse(heartbeat=config.heartbeat, max_msg_size=config.max_message_bytes, compress=False)
+    # writer_limit: aiohttp's writer checks for backpressure only every writer_limit bytes (256 KiB by
+    # default); a small one bounds what a client that has stopped reading holds before a send waits
+    # (and its send timeout starts). Clients that keep up never reach aiohttp's writer (see hub.py).
+    ws = web.WebSocketResponse(
+        heartbeat=config.heartbeat, max_msg_size=config.max_message_bytes, compress=False, writer_limit=WRITER_LIMIT
+    )
     try:
         await ws.prepare(request)
     except (ConnectionError, RuntimeError) as exc:

@@ -1,8 +1,10 @@
 """The client registry: safe send, per-client outbound queues, broadcast and eviction.
 
 aiohttp's ``send_*`` has no timeout and blocks behind a client that stops reading, so the hub never
-awaits a client on the broadcast path: each client has a bounded queue drained by its own writer
-task, and a full queue, a send timeout or a failed send evicts that client and aborts its transport.
+awaits a client on the broadcast path. A message to a client that is keeping up is written straight
+to its transport (a broadcast is serialized and framed once for every client); a client that has
+fallen behind gets a bounded queue drained by its own writer task, with a send timeout. A full
+queue, a send timeout or a failed send evicts that client and aborts its transport.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import enum
 import itertools
 import json
 import logging
+import struct
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -43,6 +46,18 @@ class SendOutcome(enum.Enum):
 
 def dumps(payload: Any) -> str:
     return json.dumps(payload, separators=(",", ":"))
+
+
+def text_frame(data: str) -> bytes:
+    """``data`` as one unmasked, uncompressed WebSocket text frame (RFC 6455 5.2), FIN set: what a
+    server writes to any client, so one frame serves every recipient of a broadcast."""
+    payload = data.encode()
+    n = len(payload)
+    if n < 126:
+        return struct.pack("!BB", 0x81, n) + payload
+    if n < 65536:
+        return struct.pack("!BBH", 0x81, 126, n) + payload
+    return struct.pack("!BBQ", 0x81, 127, n) + payload
 
 
 async def send_text(ws: web.WebSocketResponse, data: str, timeout: float | None = None) -> SendOutcome:
@@ -93,19 +108,21 @@ class BroadcastResult:
         self.evicted += other.evicted
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Client:
     id: int
     ws: web.WebSocketResponse
-    transport: asyncio.BaseTransport | None
+    transport: asyncio.Transport | None
     remote: str
     view: View
     queue: deque[str] = field(default_factory=deque)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: asyncio.Event | None = None  # with the writer: only a client that has fallen behind has them
     writer: asyncio.Task[None] | None = None
     evicted: str | None = None
     connected_at: float = field(default_factory=time.time)
     sent: int = 0
+    sending: bool = False  # the writer is in the middle of a send (possibly waiting for the socket)
+    direct_limit: int = -1  # write straight to the transport while it buffers at most this much; -1 never
 
 
 class Hub:
@@ -124,10 +141,15 @@ class Hub:
         self.clients: dict[int, Client] = {}
         self._ids = itertools.count(1)
         self._closers: set[asyncio.Task[None]] = set()
+        self.direct_writes = 0  # messages written straight to a transport
+        self.queued_writes = 0  # messages that went through a client's queue and writer
 
     def register(self, ws: web.WebSocketResponse, request: web.Request, view: View) -> Client:
         client = Client(next(self._ids), ws, request.transport, request.remote or "?", view)
-        client.writer = asyncio.create_task(self._write_loop(client), name=f"ws-writer-{client.id}")
+        transport = client.transport
+        if transport is not None and not ws.compress:
+            # The transport's high-water mark: past it, the transport would pause aiohttp's writer.
+            client.direct_limit = transport.get_write_buffer_limits()[1]
         self.clients[client.id] = client
         self.metrics.connections_total += 1
         self.metrics.clients_connected = len(self.clients)
@@ -145,21 +167,73 @@ class Hub:
     def send(self, client: Client, payload: Any) -> bool:
         return self.enqueue(client, dumps(payload))
 
-    def enqueue(self, client: Client, data: str) -> bool:
-        """Queue ``data`` for one client; evicts it and returns False when its queue is full."""
+    def enqueue(self, client: Client, data: str, frame: bytes | None = None) -> bool:
+        """Send ``data`` to one client without waiting: straight to its socket when it is keeping up,
+        else through its queue. Evicts it and returns False when its queue is full or a write fails.
+        ``frame`` is ``data`` already framed by ``text_frame`` (a broadcast frames once for all)."""
         if client.evicted is not None:
             return False
+        if not client.sending and not client.queue:
+            written = self._write_now(client, data, frame)
+            if written is not None:
+                return written
         if len(client.queue) >= self.queue_size:
             self.evict(client, "queue_full", CloseCode.SLOW_CONSUMER)
             return False
         client.queue.append(data)
+        self.queued_writes += 1
+        if client.wake is None:
+            client.wake = asyncio.Event()
         client.wake.set()
+        if client.writer is None:
+            client.writer = asyncio.create_task(self._write_loop(client), name=f"ws-writer-{client.id}")
+        return True
+
+    def _write_now(self, client: Client, data: str, frame: bytes | None) -> bool | None:
+        """Write one message straight to the client's transport if nothing of it is waiting anywhere.
+
+        Only called when the client's queue is empty and its writer is not mid-send, so order holds.
+        With compression off, aiohttp's ``send_str`` is this same synchronous ``transport.write`` of
+        one frame, then a wait for the socket only if the transport's buffer went past its high-water
+        mark (the transport then pauses the protocol). So the fast path writes only while the buffer
+        is at or below that mark, and the first message that would have to wait goes to the queue,
+        where the writer's send timeout applies. Writing a ready frame to the public transport,
+        rather than driving ``send_str`` or aiohttp's private frame writer, serializes and frames a
+        broadcast once for every client and never leaves a half-run send behind.
+
+        Returns True when written, False when the write failed (the client is evicted), None when the
+        client cannot take a direct write now (the caller queues the message).
+        """
+        transport = client.transport
+        if (
+            client.direct_limit < 0
+            or transport is None
+            or client.ws.closed
+            or transport.is_closing()
+            or transport.get_write_buffer_size() > client.direct_limit
+        ):
+            return None
+        try:
+            transport.write(text_frame(data) if frame is None else frame)
+            failed = transport.is_closing()  # asyncio hit a socket error, dropped the data, and closes
+        except RuntimeError as exc:  # e.g. a write after write_eof
+            log.debug("direct write failed: %r", exc)
+            failed = True
+        if failed:
+            self.metrics.send_failures[SendOutcome.FAILED.value] += 1
+            self.evict(client, "send_failed", CloseCode.GOING_AWAY)
+            return False
+        client.sent += 1
+        self.direct_writes += 1
+        self.metrics.messages_sent += 1
+        self.metrics.bytes_sent += len(data)
         return True
 
     def broadcast_text(self, data: str, recipients: Iterable[Client]) -> BroadcastResult:
         result = BroadcastResult()
+        frame = text_frame(data)
         for client in list(recipients):
-            if self.enqueue(client, data):
+            if self.enqueue(client, data, frame):
                 result.queued += 1
             else:
                 result.evicted += 1
@@ -215,12 +289,21 @@ class Hub:
                 client.transport.abort()
 
     async def _write_loop(self, client: Client) -> None:
+        """Drain the client's queue with a send timeout. Started by the first message that had to
+        queue; while it sends, new messages queue behind it (``sending`` keeps them in order)."""
+        wake = client.wake
+        if wake is None:
+            wake = client.wake = asyncio.Event()
         while True:
             while not client.queue:
-                client.wake.clear()
-                await client.wake.wait()
+                wake.clear()
+                await wake.wait()
             data = client.queue.popleft()
-            outcome = await send_text(client.ws, data, self.send_timeout)
+            client.sending = True
+            try:
+                outcome = await send_text(client.ws, data, self.send_timeout)
+            finally:
+                client.sending = False
             if outcome is SendOutcome.OK:
                 client.sent += 1
                 self.metrics.messages_sent += 1
