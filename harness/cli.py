@@ -197,6 +197,9 @@ def mutants(names: tuple[str, ...], full: bool, seed: int, out: Path) -> None:
     table = matrix.matrix_table(cells)
     (run_dir / "mutants.json").write_text(json.dumps([c.to_json() for c in cells], indent=2))
     (run_dir / "mutants.md").write_text(table + "\n")
+    from reports.mutants_html import write_mutants_html  # here: matplotlib and jinja2 are slow to import
+
+    click.echo(f"matrix: {write_mutants_html(run_dir, cells, seed)}")
     click.echo("\n" + table)
     missed = [m for m in chosen if not any(c.mutant == m and (c.caught_by or c.status == "skipped") for c in cells)]
     wrong = [c for c in cells if not matrix.caught_for_the_right_reason(c)]
