@@ -79,7 +79,9 @@ def build_config(args: argparse.Namespace) -> Config:
 
 
 async def serve(config: Config) -> None:
-    runner = web.AppRunner(create_app(config), handle_signals=False, shutdown_timeout=3.0, access_log=None)
+    # Every client has been closed (or aborted) by then; a handler still running after a second is
+    # cancelled rather than holding the exit (seen once in twenty suite runs, cause not yet found).
+    runner = web.AppRunner(create_app(config), handle_signals=False, shutdown_timeout=1.0, access_log=None)
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
