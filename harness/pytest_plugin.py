@@ -110,7 +110,6 @@ def history(tmp_path: Path) -> Iterator[History]:
 async def target(tmp_path: Path, history: History) -> AsyncIterator[Target]:
     """The bundled monitor, started in a fresh working directory and stopped afterwards."""
     async with Target(bundled_monitor(), tmp_path / "target", history) as running:
-        await running.start()
         yield running
 
 
