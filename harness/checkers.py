@@ -1083,6 +1083,11 @@ def _episodes(ctx: CheckContext, cohort: str) -> list[Window]:
             heal = next((h for h in heals if h.get("fault") == start.get("fault") and h["t"] >= start["t"]), None)
             spans.append(Window(start["t"], heal["t"] if heal else math.inf, str(start.get("fault"))))
     spans += [w for w in ctx.down_windows if w.event not in GRACEFUL_EVENTS]
+    return merge_windows(spans)
+
+
+def merge_windows(spans: list[Window]) -> list[Window]:
+    """Overlapping windows joined into one (keeping the first one's event), in time order."""
     merged: list[Window] = []
     for span in sorted(spans, key=lambda w: w.start):
         if merged and span.start <= merged[-1].end:
@@ -1383,13 +1388,7 @@ def _browser_episodes(ctx: CheckContext, cohort: str) -> list[Window]:
         if start.get("cohort") is None:
             heal = min([heal, *(t for t in readies if t > start["t"])])
         spans.append(Window(start["t"], heal, str(start.get("fault"))))
-    merged: list[Window] = []
-    for span in sorted(spans, key=lambda w: w.start):
-        if merged and span.start <= merged[-1].end:
-            merged[-1] = Window(merged[-1].start, max(merged[-1].end, span.end), merged[-1].event)
-        else:
-            merged.append(span)
-    return merged
+    return merge_windows(spans)
 
 
 def _page_episode(
