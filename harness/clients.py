@@ -254,6 +254,8 @@ class ProbeClient:
             await self._close(ws)
             self._record_close(ws.close_code, "client", "stop")
         await self._end_task()
+        if ws is not None and not ws.closed:
+            await self._close(ws)  # dropped by a fault: release its connection, nothing left to record
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None

@@ -4,6 +4,7 @@ resume, and whether their faults reach the server the way they claim to."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -120,6 +121,31 @@ async def test_abort_sends_an_rst_and_does_not_reconnect(tmp_path: Path) -> None
     assert fault["action"] == "rst" and fault["applied"]
     (close,) = records(history, "close", "p1")
     assert (close["code"], close["by"]) == (None, "client")
+
+
+
+
+@pytest.mark.parametrize("drop", ["abort", "fin"])
+async def test_a_client_dropped_by_a_fault_releases_its_connection_when_stopped(tmp_path: Path, drop: str) -> None:
+    # aiohttp reports a connection garbage-collected unreleased through the loop's exception handler
+    # ("Unclosed connection"). Stopping right after the drop, before the reader saw it (as the churn
+    # fault does), used to leave one per client.
+    loop = asyncio.get_running_loop()
+    reported: list[str] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context["message"]))
+    try:
+        async with running_monitor(tmp_path) as mon, probe_session() as session:
+            client = ProbeClient("p1", "c1", mon.ws_url, History(), session=session)
+            await client.start()
+            await mon.wait_clients(1)
+            await getattr(client, drop)()
+            await client.stop()
+            del client  # the last reference to it and its WebSocket response
+            gc.collect()
+            await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    assert reported == []
 
 
 async def test_abort_with_resume_after_reconnects(tmp_path: Path) -> None:
