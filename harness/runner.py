@@ -248,11 +248,17 @@ async def start_load(run: Run, stack: AsyncExitStack, run_id: str, out_dir: Path
     await run.load.ramp_up()
 
 
-async def create_proxies(run: Run, run_id: str) -> Proxy:
-    upstream = f"{run.target.host}:{run.target.port}"
+async def create_proxies(run: Run, stack: AsyncExitStack, run_id: str) -> Proxy:
+    """A proxy per cohort and one for the liveness probe (returned), each deleted when the scenario ends."""
+
+    async def create(name: str) -> Proxy:
+        proxy = await run.toxiproxy.create_proxy(f"{run_id}-{name}", f"{run.target.host}:{run.target.port}")
+        stack.push_async_callback(run.toxiproxy.delete_proxy, proxy.name)
+        return proxy
+
     for spec in run.scenario.cohorts:
-        run.proxies[spec.name] = await run.toxiproxy.create_proxy(f"{run_id}-{spec.name}", upstream)
-    return await run.toxiproxy.create_proxy(f"{run_id}-liveness", upstream)
+        run.proxies[spec.name] = await create(spec.name)
+    return await create("liveness")
 
 
 async def execute(run: Run, out_dir: Path, progress: Progress, phases: dict[str, float]) -> list[Verdict]:
@@ -262,7 +268,7 @@ async def execute(run: Run, out_dir: Path, progress: Progress, phases: dict[str,
         mark = time.monotonic()
         stack.push_async_callback(run.target.stop)
         await run.target.start()
-        liveness_proxy = await create_proxies(run, run_id)
+        liveness_proxy = await create_proxies(run, stack, run_id)
         for spec in scenario.faults():
             run.faults[spec.name] = make_fault(spec)
             run.contexts[spec.name] = run.fault_context(spec.name)

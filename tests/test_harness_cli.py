@@ -107,6 +107,20 @@ async def test_same_seed_same_schedule_of_faults(tmp_path):
     assert dropped[0] == dropped[1] and 0 < len(dropped[0]) < 16
 
 
+
+async def test_a_scenario_deletes_its_proxies_so_it_runs_again_on_the_same_toxiproxy(tmp_path):
+    # wschaos mutants --full runs every scenario once per mutant, with the same seed, on one Toxiproxy.
+    target = load_target(ROOT / "harness" / "targets" / "monitor.yaml")
+    scenario = load(discover(["baseline"])[0])
+    async with ToxiproxyServer(tmp_path) as server:
+        assert server.url is not None
+        async with Toxiproxy(server.url) as toxiproxy:
+            for run in ("a", "b"):
+                result = await run_scenario(scenario, target, toxiproxy, tmp_path / run, seed=5)
+                assert result.status == "pass", result.error
+                assert await toxiproxy.list_proxies() == []
+
+
 def descendants(pid: int) -> list[psutil.Process]:
     try:
         return psutil.Process(pid).children(recursive=True)
