@@ -237,8 +237,7 @@ async def start_load(run: Run, stack: AsyncExitStack, run_id: str, out_dir: Path
     spec = run.scenario.load
     if spec is None:
         return
-    proxy = await run.toxiproxy.create_proxy(f"{run_id}-load", f"{run.target.host}:{run.target.port}")
-    stack.push_async_callback(run.toxiproxy.delete_proxy, proxy.name)
+    proxy = await scenario_proxy(run, stack, f"{run_id}-load")
     run.load = LocustRun(spec, f"http://{proxy.listen}", out_dir / "load", history=run.history,
                          ws_path=run.target.spec.ws_path, shape=run.target.spec.messages,
                          controllable=True, track_connections=True)  # fmt: skip
@@ -248,17 +247,18 @@ async def start_load(run: Run, stack: AsyncExitStack, run_id: str, out_dir: Path
     await run.load.ramp_up()
 
 
+async def scenario_proxy(run: Run, stack: AsyncExitStack, name: str) -> Proxy:
+    """A proxy to the target, deleted when the scenario ends."""
+    proxy = await run.toxiproxy.create_proxy(name, f"{run.target.host}:{run.target.port}")
+    stack.push_async_callback(run.toxiproxy.delete_proxy, proxy.name)
+    return proxy
+
+
 async def create_proxies(run: Run, stack: AsyncExitStack, run_id: str) -> Proxy:
-    """A proxy per cohort and one for the liveness probe (returned), each deleted when the scenario ends."""
-
-    async def create(name: str) -> Proxy:
-        proxy = await run.toxiproxy.create_proxy(f"{run_id}-{name}", f"{run.target.host}:{run.target.port}")
-        stack.push_async_callback(run.toxiproxy.delete_proxy, proxy.name)
-        return proxy
-
+    """A proxy per cohort, and one for the liveness probe (returned)."""
     for spec in run.scenario.cohorts:
-        run.proxies[spec.name] = await create(spec.name)
-    return await create("liveness")
+        run.proxies[spec.name] = await scenario_proxy(run, stack, f"{run_id}-{spec.name}")
+    return await scenario_proxy(run, stack, f"{run_id}-liveness")
 
 
 async def execute(run: Run, out_dir: Path, progress: Progress, phases: dict[str, float]) -> list[Verdict]:
