@@ -24,7 +24,7 @@ from harness.toxiproxy import Toxiproxy, ToxiproxyServer
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
-WSCHAOS = [sys.executable, "-m", "harness.cli"]
+WSCHAOS = [sys.executable, "-m", "wschaos"]
 
 
 def wschaos(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:

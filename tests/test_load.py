@@ -55,7 +55,7 @@ WSCHAOS = Path(sys.executable).with_name("wschaos")
 
 def test_locust_is_never_imported_by_the_harness() -> None:
     code = (
-        "import sys, harness.cli, harness.runner, harness.load, harness.checkers, harness.scenario\n"
+        "import sys, wschaos.cli, harness.runner, harness.load, harness.checkers, harness.scenario\n"
         "print(sorted(m for m in ('locust', 'gevent') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)

@@ -52,7 +52,7 @@ MUTANT = "error_log_on_disconnect"  # logs at ERROR when a client vanishes: mass
 
 def wschaos(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args],
+        [sys.executable, "-m", "wschaos", *args],
         capture_output=True,
         text=True,
         timeout=240,

@@ -1,0 +1,5 @@
+"""``python -m wschaos``: the ``wschaos`` command."""
+
+from wschaos.cli import main
+
+main()
