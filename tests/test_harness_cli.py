@@ -186,3 +186,24 @@ def test_failed_run_leaves_no_process(tmp_path):
     time.sleep(0.5)
     new = [p for p in psutil.process_iter(["cmdline"]) if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE]
     assert [p.info["cmdline"] for p in new if "toxiproxy" in " ".join(p.info["cmdline"] or [])] == []
+
+
+def test_mutants_reads_its_catalogue_from_the_mutants_module(tmp_path):
+    from tests.mutants.matrix import CAUGHT_BY
+
+    listed = wschaos("mutants", "--list")
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[0]: line.split()[1] for line in listed.stdout.splitlines()}
+    assert rows == {name: f"{scenario}/{checker}:" for name, (scenario, checker) in CAUGHT_BY.items()}
+    assert "Logs a normal client disconnect at ERROR." in listed.stdout
+
+
+def test_mutants_refuses_an_unknown_mutant_or_module(tmp_path):
+    unknown = wschaos("mutants", "heartbeat_off", "no_such_mutant", "--out", str(tmp_path))
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+    assert "unknown mutant(s): no_such_mutant; known: " in unknown.stderr and "heartbeat_off" in unknown.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing was started or written
+    missing = wschaos("mutants", "--mutants-module", "tests.no_such_catalogue", "--list")
+    assert missing.returncode == 2 and "cannot read the mutant catalogue of python -m tests.no_such_catalogue" in (
+        missing.stderr
+    )

@@ -31,6 +31,7 @@ from harness.runner import ScenarioResult, run_scenario
 from harness.scenario import Scenario, discover, load
 from harness.target import TargetSpec, bundled_monitor, load_target
 from harness.toxiproxy import Toxiproxy, ToxiproxyServer
+from wschaos import mutants as matrix
 
 STATUS_COLOURS = {"pass": "green", "fail": "red", "error": "yellow", "unreliable": "yellow", "skipped": "cyan"}
 
@@ -187,13 +188,21 @@ def write_run_reports(run_dir: Path) -> None:
 @click.option("--full", is_flag=True, help="every scenario against every mutant, not only the one expected to catch it")
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
-def mutants(names: tuple[str, ...], full: bool, seed: int, out: Path) -> None:
-    """Run scenarios against the broken monitors in tests/mutants and print which checker caught which."""
-    matrix = import_mutant_matrix()
-    chosen = list(names) or list(matrix.MUTANTS)
+@click.option("--mutants-module", default=matrix.DEFAULT_MODULE, show_default=True,
+              help="module whose `python -m` prints the mutant catalogue, run in the project's root")  # fmt: skip
+@click.option("--list", "list_only", is_flag=True, help="print the catalogue (what each mutant breaks) and stop")
+def mutants(names: tuple[str, ...], full: bool, seed: int, out: Path, mutants_module: str, list_only: bool) -> None:
+    """Run scenarios against broken monitors (default: tests/mutants) and print which checker caught which."""
+    catalogue = matrix.read_catalogue(mutants_module)
+    chosen = list(names) or list(catalogue.mutants)
+    catalogue.check_names(chosen)
+    if list_only:
+        for m in (catalogue.mutants[name] for name in chosen):
+            click.echo(f"{m.name:24} {m.scenario}/{m.checker}: {m.breaks}")
+        return
     run_dir = new_run_dir(out.resolve(), "mutants")
     click.echo(f"{len(chosen)} mutant(s), {'every scenario' if full else 'the scenario expected to catch each'}")
-    cells = run_with_signals(matrix.run_matrix(chosen, run_dir, seed, full=full, progress=click.echo))
+    cells = run_with_signals(matrix.run_matrix(catalogue, chosen, run_dir, seed, full=full, progress=click.echo))
     table = matrix.matrix_table(cells)
     (run_dir / "mutants.json").write_text(json.dumps([c.to_json() for c in cells], indent=2))
     (run_dir / "mutants.md").write_text(table + "\n")
@@ -202,22 +211,12 @@ def mutants(names: tuple[str, ...], full: bool, seed: int, out: Path) -> None:
     click.echo(f"matrix: {write_mutants_html(run_dir, cells, seed)}")
     click.echo("\n" + table)
     missed = [m for m in chosen if not any(c.mutant == m and (c.caught_by or c.status == "skipped") for c in cells)]
-    wrong = [c for c in cells if not matrix.caught_for_the_right_reason(c)]
+    wrong = [c for c in cells if not matrix.caught_for_the_right_reason(catalogue, c)]
     for m in missed:
         click.echo(f"SURVIVED: {m}", err=True)
     for c in wrong:
         click.echo(f"caught for another reason: {c.mutant} in {c.scenario} by {c.caught_by}", err=True)
     sys.exit(1 if missed or wrong else 0)
-
-
-def import_mutant_matrix() -> Any:
-    root = Path(__file__).resolve().parent.parent
-    if not (root / "tests" / "mutants").is_dir():
-        raise HarnessError("the mutants live in the project's tests/mutants folder", hint="run this from a checkout")
-    sys.path.insert(0, str(root))
-    from tests.mutants import matrix
-
-    return matrix
 
 
 @cli.command()
