@@ -18,8 +18,8 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.history import History
+from harness.storagenode import format_line
 from harness.target import TargetSpec
-from monitor.logparse import format_line
 
 log = logging.getLogger(__name__)
 
