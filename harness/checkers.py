@@ -1,4 +1,4 @@
-"""Judges a chaos run from its History: one checker per guarantee in DESIGN.md, each giving a Verdict.
+"""Judges a chaos run from its History: one checker per guarantee the server must hold, each giving a Verdict.
 
 A verdict's status is ``pass``, ``fail``, ``unreliable`` (the run could not measure it fairly; the
 summary says why) or ``skipped`` (the target exposes nothing to judge it by). A check the scenario

@@ -76,7 +76,8 @@ def parse(raw: Any, source: str, path: Path | None = None) -> Scenario:
     errors = sorted(jsonschema.Draft202012Validator(SCHEMA).iter_errors(raw), key=lambda e: list(e.absolute_path))
     if errors:
         lines = [f"{source}: {_where(e)}: {e.message}" for e in errors[:10]]
-        raise ScenarioError("\n".join(lines), hint="see scenarios/README.md for the format")
+        hint = "a scenario has name, cohorts, method and checks; harness/scenario.schema.json gives every field"
+        raise ScenarioError("\n".join(lines), hint=hint)
     cohorts = [CohortSpec(**c) for c in raw["cohorts"]]
     steps = [_step(entry, i) for i, entry in enumerate(raw["method"])]
     checks = {name: (opts or {}) for name, opts in raw["checks"].items()}

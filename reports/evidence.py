@@ -9,7 +9,7 @@ from typing import Any
 
 from harness.checkers import checker_name
 
-# The guarantees of DESIGN.md, by the checker that judges each.
+# The guarantees the server must hold, in the order the reports list them, by the checker that judges each.
 GUARANTEES = {
     "no_error_logs": "Safe send",
     "delivery": "Broadcast isolation",
@@ -29,14 +29,14 @@ REPHRASE = {"harness still believes it connected": "not evicted, still connected
 
 
 def checker_order(checker: str) -> tuple[int, str]:
-    """Sort key: checkers in the order of DESIGN.md's guarantees, unknown ones last, variants after their base."""
+    """Sort key: checkers in the order of the guarantees, unknown ones last, variants after their base."""
     order = list(GUARANTEES)
     base = checker_name(checker)
     return (order.index(base) if base in order else len(order), checker)
 
 
 def guarantee(checker: str) -> str:
-    """The guarantee a checker (``eviction@rst`` included) judges, in DESIGN.md's words."""
+    """The guarantee a checker (``eviction@rst`` included) judges, as the reports name it."""
     return GUARANTEES.get(checker_name(checker), checker_name(checker))
 
 
