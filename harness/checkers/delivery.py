@@ -74,7 +74,7 @@ def check_delivery(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
       settle_s: how long before a break an event may still be in flight and excused with it (default 1.0).
       cpu_limit_percent, backlog_limit: when the harness itself was saturated: its CPU above this percent
         (default 85) or one client's unprocessed bytes above this (default 256 KiB) in a ``harness_cpu``
-        record. Then the latency part is "unreliable" instead of pass or fail (loss, duplicates and
+        record. Then the verdict is "unknown" (reason "unreliable") instead of pass or fail (loss, duplicates and
         reorders still fail).
     """
     opts = parse_options(
