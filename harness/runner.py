@@ -22,7 +22,7 @@ import aiohttp
 import psutil
 
 from harness import browser
-from harness.checkers import CheckContext, CohortInfo, Verdict, run_checks
+from harness.checkers import CheckContext, CohortInfo, Verdict, run_checks, scenario_status
 from harness.clients import Cohort, MessageShape, ProbeClient, StuckClient
 from harness.errors import HarnessError
 from harness.faults import Fault, FaultContext, make_fault
@@ -42,7 +42,7 @@ PROBE_INTERVAL = 1.0
 @dataclass
 class ScenarioResult:
     name: str
-    status: str  # pass, fail, error, skipped (``reason`` says why and how to make it run)
+    status: str  # pass, fail, error, unknown, skipped (``reason`` says why and how to make it run)
     verdicts: list[Verdict]
     duration_s: float
     run_dir: Path
@@ -342,7 +342,7 @@ async def run_scenario(
         error = exc.message + (f" ({exc.hint})" if exc.hint else "")
     finally:
         history.close()
-    status = "error" if error else ("fail" if any(v.status == "fail" for v in verdicts) else "pass")
+    status = scenario_status(verdicts, error)
     result = ScenarioResult(scenario.name, status, verdicts, time.monotonic() - started, out_dir, seed, error, phases)
     (out_dir / "result.json").write_text(json.dumps(result.to_json(), indent=2))
     return result

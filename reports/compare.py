@@ -26,7 +26,7 @@ FIGURES = (
 )
 COUNTS = frozenset({"lost", "duplicated", "reordered", "missing_ids"})  # any change in these matters
 NOISE = 0.10  # a timing that moved less than this share of its value is "same"
-RANK = {"pass": 0, "skipped": 1, "unreliable": 2, "fail": 3, "error": 4, None: -1}
+RANK = {"pass": 0, "skipped": 1, "unknown": 2, "fail": 3, "error": 4, None: -1}
 
 
 @dataclass

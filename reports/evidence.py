@@ -7,37 +7,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.checkers import checker_name
+from harness.checkers import GUARANTEES, checker_name, guarantee_of
 
-# The guarantees the server must hold, in the order the reports list them, by the checker that judges each.
-GUARANTEES = {
-    "no_error_logs": "Safe send",
-    "delivery": "Broadcast isolation",
-    "eviction": "Eviction",
-    "liveness": "Liveness",
-    "persistence": "Nothing lost",
-    "recovery": "Recovery",
-    "shutdown": "Graceful shutdown",
-    "browser": "Dashboard recovery",
-    "load": "Under load",
-}
 MAX_TEXT = 240
 # Keys an evidence item uses for where and when, shown after what happened.
 TRAILING_KEYS = ("t", "fed_t", "first_t", "connection_t", "closed_t", "heal_t")
 # Checkers' words for a problem, as a reader of a report needs them.
 REPHRASE = {"harness still believes it connected": "not evicted, still connected when the bound ran out"}
+LONG_KEYS = frozenset({"traceback"})  # shown in full in the reports' evidence, never in a one-line summary
 
 
 def checker_order(checker: str) -> tuple[int, str]:
-    """Sort key: checkers in the order of the guarantees, unknown ones last, variants after their base."""
+    """Sort key: checkers in the order the harness registers them, unknown ones last, variants after their base."""
     order = list(GUARANTEES)
     base = checker_name(checker)
     return (order.index(base) if base in order else len(order), checker)
 
 
 def guarantee(checker: str) -> str:
-    """The guarantee a checker (``eviction@rst`` included) judges, as the reports name it."""
-    return GUARANTEES.get(checker_name(checker), checker_name(checker))
+    """The guarantee a checker (``eviction@rst`` included) judges, as the checker registered it."""
+    return guarantee_of(checker)
 
 
 def lead_evidence(verdict: dict[str, Any]) -> dict[str, Any] | None:
@@ -73,7 +62,7 @@ def describe(item: dict[str, Any]) -> str:
 
 def _problem(item: dict[str, Any]) -> str:
     who = item.get("client") or item.get("cohort")
-    keys = [k for k, v in item.items() if k not in ("client", "cohort", "problem") and _scalar(v)]
+    keys = [k for k, v in item.items() if k not in ("client", "cohort", "problem", *LONG_KEYS) and _scalar(v)]
     keys.sort(key=lambda k: k in TRAILING_KEYS)  # stable: what happened first, when and where last
     details = ", ".join(_detail(k, item[k]) for k in keys)
     problem = item.get("problem")

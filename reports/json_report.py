@@ -1,4 +1,4 @@
-"""``report.json``: the whole run in one versioned document (schema ``wschaos.report/1``, described in
+"""``report.json``: the whole run in one versioned document (schema ``wschaos.report/2``, described in
 ``report.schema.json`` beside this file). The HTML and JUnit reports are drawn from it."""
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.checkers import read_status
 from harness.target import PROJECT_ROOT, TARGETS_DIR
 from reports.evidence import checker_order, first_evidence, guarantee
 from reports.run import Run, ScenarioRun
 from reports.timeline import build_timeline
 from reports.versions import versions
 
-SCHEMA_ID = "wschaos.report/1"
+SCHEMA_ID = "wschaos.report/2"
 SCHEMA_PATH = Path(__file__).resolve().parent / "report.schema.json"
 BUNDLED_TARGETS = {"monitor": TARGETS_DIR / "monitor.yaml"}
 PER_CLIENT = re.compile(r"^(lost|duplicated|reordered|duplicated_ids|missing_ids)\[(.+)\]$")
@@ -106,6 +107,7 @@ def reproduce_command(summary: dict[str, Any], names: list[str] | None = None) -
 
 def _scenario(run: Run, scenario: ScenarioRun) -> dict[str, Any]:
     result = scenario.result
+    verdicts = [_verdict(v) for v in scenario.verdicts]
     return {
         "name": scenario.name,
         "status": scenario.status,
@@ -115,8 +117,8 @@ def _scenario(run: Run, scenario: ScenarioRun) -> dict[str, Any]:
         "reason": result.get("reason"),
         "timings": _timings(result),
         "reproduce": reproduce_command(run.summary, [scenario.name]),
-        "broken": sorted({guarantee(v["checker"]) for v in scenario.verdicts if v["status"] == "fail"}),
-        "verdicts": [_verdict(v) for v in scenario.verdicts],
+        "broken": sorted({guarantee(v["checker"]) for v in verdicts if v["status"] == "fail"}),
+        "verdicts": verdicts,
         "delivery": _delivery(scenario.verdict("delivery")),
         "evictions": [_eviction(v) for v in scenario.verdicts if v["checker"].split("@")[0] == "eviction"],
         "timeline": build_timeline(scenario.history).to_json(),
@@ -129,10 +131,12 @@ def _timings(result: dict[str, Any]) -> dict[str, float]:
 
 
 def _verdict(verdict: dict[str, Any]) -> dict[str, Any]:
+    status, reason = read_status(verdict)
     return {
         "checker": verdict["checker"],
         "guarantee": guarantee(verdict["checker"]),
-        "status": verdict["status"],
+        "status": status,
+        "unknown_reason": reason if status == "unknown" else None,
         "summary": verdict.get("summary") or "",
         "first_evidence": first_evidence(verdict),
         "evidence": list(verdict.get("evidence") or []),
@@ -166,23 +170,26 @@ def _eviction(verdict: dict[str, Any]) -> dict[str, Any]:
 
 
 def _failures(scenario: dict[str, Any]) -> list[dict[str, Any]]:
-    if scenario["status"] == "error":
-        error = scenario["error"] or "the scenario did not finish"
+    """The scenario's harness error, else its failed verdicts and those whose checker raised."""
+    if scenario["status"] == "error" and scenario["error"]:
+        error = scenario["error"]
         return [{"scenario": scenario["name"], "checker": None, "guarantee": None, "status": "error",
                  "summary": f"the scenario did not run to the end: {error.splitlines()[0]}",
                  "first_evidence": error}]  # fmt: skip
     keys = ("checker", "guarantee", "status", "summary", "first_evidence")
-    failed = [v for v in scenario["verdicts"] if v["status"] == "fail"]
+    failed = [v for v in scenario["verdicts"] if v["status"] in ("fail", "error")]
     return [{"scenario": scenario["name"], **{k: v[k] for k in keys}} for v in failed]
 
 
 def _totals(scenarios: list[dict[str, Any]]) -> dict[str, int]:
-    count = {status: sum(s["status"] == status for s in scenarios) for status in ("pass", "fail", "error", "skipped")}
+    statuses = ("pass", "fail", "error", "unknown", "skipped")
+    count = {status: sum(s["status"] == status for s in scenarios) for status in statuses}
     return {
         "scenarios": len(scenarios),
         "passed": count["pass"],
         "failed": count["fail"],
         "errors": count["error"],
+        "unknown": count["unknown"],
         "skipped": count["skipped"],
     }
 

@@ -2,8 +2,9 @@
 
 JUnit has no nesting, so a checker's case is named ``scenario::checker`` with classname
 ``wschaos.<scenario>``, next to the scenario's own case. A failed verdict is a ``failure`` whose message
-says what broke (the verdict's summary and its first evidence); a scenario that did not run to the end
-is an ``error``; ``unreliable`` and ``skipped`` verdicts are ``skipped`` with the reason.
+says what broke (the verdict's summary and its first evidence); a scenario that did not run to the end,
+and a checker that raised, is an ``error`` (with the traceback); an ``unknown`` verdict is ``skipped`` with
+its kind of reason and summary, as is a scenario that could not run here or whose worst verdict is unknown.
 """
 
 from __future__ import annotations
@@ -55,17 +56,29 @@ def _properties(report: dict[str, Any]) -> dict[str, Any]:
 
 def _scenario_case(scenario: dict[str, Any]) -> TestCase:
     case = TestCase(scenario["name"], f"wschaos.{scenario['name']}", round(float(scenario["duration_s"] or 0.0), 3))
-    if scenario["status"] == "error":
-        error = scenario["error"] or "the scenario did not run to the end"
-        case.result = [_with_text(Error(_clip(error), "ScenarioError"), error)]
-    elif scenario["status"] == "skipped":
+    status = scenario["status"]
+    if status == "error":
+        case.result = [_scenario_error(scenario)]
+    elif status == "skipped":
         case.result = [Skipped(_clip(f"skipped: {scenario.get('reason') or 'the scenario could not run here'}"))]
-    elif scenario["status"] == "fail":
+    elif status == "fail":
         broken = [v for v in scenario["verdicts"] if v["status"] == "fail"]
         message = "; ".join(_broke(v) for v in broken)
         case.result = [_with_text(Failure(_clip(message), "GuaranteeBroken"), _details(broken))]
+    elif status == "unknown":
+        unknown = [v for v in scenario["verdicts"] if v["status"] == "unknown"]
+        case.result = [Skipped(_clip("; ".join(_not_judged(v) for v in unknown)))]
     case.system_out = f"reproduce: {scenario['reproduce']}"
     return case
+
+
+def _scenario_error(scenario: dict[str, Any]) -> Error:
+    """The harness's error, else the checkers that raised, with their tracebacks."""
+    if scenario["error"] or not any(v["status"] == "error" for v in scenario["verdicts"]):
+        error = scenario["error"] or "the scenario did not run to the end"
+        return _with_text(Error(_clip(error), "ScenarioError"), error)
+    raised = [v for v in scenario["verdicts"] if v["status"] == "error"]
+    return _with_text(Error(_clip("; ".join(v["summary"] for v in raised)), "CheckerError"), _tracebacks(raised))
 
 
 def _checker_case(scenario: dict[str, Any], verdict: dict[str, Any]) -> TestCase:
@@ -77,9 +90,19 @@ def _checker_case(scenario: dict[str, Any], verdict: dict[str, Any]) -> TestCase
         if verdict["first_evidence"]:
             message += f" | first evidence: {verdict['first_evidence']}"
         case.result = [_with_text(Failure(_clip(message), guarantee(verdict["checker"])), _details([verdict]))]
-    elif status in ("unreliable", "skipped"):
-        case.result = [Skipped(_clip(f"{status}: {verdict['summary']}"))]
+    elif status == "error":
+        case.result = [_with_text(Error(_clip(verdict["summary"]), "CheckerError"), _tracebacks([verdict]))]
+    elif status == "unknown":
+        case.result = [Skipped(_clip(_not_judged(verdict)))]
     return case
+
+
+def _not_judged(verdict: dict[str, Any]) -> str:
+    return f"unknown ({verdict.get('unknown_reason') or 'no reason given'}): {verdict['checker']}: {verdict['summary']}"
+
+
+def _tracebacks(verdicts: list[dict[str, Any]]) -> str:
+    return "\n".join(str(e.get("traceback") or e) for v in verdicts for e in v["evidence"][:MAX_ITEMS])
 
 
 def _broke(verdict: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from harness.checkers import CheckContext, latency_quantiles
+from harness.checkers import client_cohorts, connected_counts, latency_quantiles, live_latencies, target_down_windows
 from harness.history import History
 
 Series = list[float | None]
@@ -55,23 +55,22 @@ class Timeline:
 
 
 def build_timeline(history: History, bin_s: float = 1.0) -> Timeline:
-    ctx = CheckContext(history=history)
     duration = max((float(r["t"]) for r in history.records), default=0.0)
     bins = max(1, math.ceil(duration / bin_s))
-    p50, p99 = _latency(ctx, bins, bin_s)
+    p50, p99 = _latency(history, bins, bin_s)
     return Timeline(
         bin_s=bin_s,
         duration_s=round(duration, 3),
         t=[round(i * bin_s, 3) for i in range(bins)],
-        delivered=_delivered(ctx, bins, bin_s, duration),
+        delivered=_delivered(history, bins, bin_s, duration),
         latency_p50_ms=p50,
         latency_p99_ms=p99,
         clients_server=_gauge(list(history.of("metrics")), "clients", bins, bin_s),
-        clients_client=_connected(ctx, bins, bin_s, duration),
+        clients_client=_connected(history, bins, bin_s, duration),
         locust_users=_locust(history, bins, bin_s),
         faults=fault_spans(history, duration),
         target_down=[Span(w.event, w.event, w.start, min(w.end, duration), None, w.end != math.inf)
-                     for w in ctx.down_windows],
+                     for w in target_down_windows(history)],
     )  # fmt: skip
 
 
@@ -79,23 +78,20 @@ def _bin(t: float, bins: int, bin_s: float) -> int:
     return min(bins - 1, max(0, int(t // bin_s)))
 
 
-def _delivered(ctx: CheckContext, bins: int, bin_s: float, duration: float) -> dict[str, list[float]]:
+def _delivered(history: History, bins: int, bin_s: float, duration: float) -> dict[str, list[float]]:
     counts: dict[str, list[int]] = {}
-    for record in ctx.history.of("batch"):
-        cohort = ctx.cohort_of.get(str(record.get("client")), "unknown")
+    cohorts = client_cohorts(history)
+    for record in history.of("batch"):
+        cohort = cohorts.get(str(record.get("client")), "unknown")
         counts.setdefault(cohort, [0] * bins)[_bin(record["t"], bins, bin_s)] += 1
     widths = [max(min(bin_s, duration - i * bin_s), bin_s / 4) for i in range(bins)]  # the last bin may be short
     return {c: [round(n / w, 3) for n, w in zip(row, widths, strict=True)] for c, row in sorted(counts.items())}
 
 
-def _latency(ctx: CheckContext, bins: int, bin_s: float) -> tuple[Series, Series]:
+def _latency(history: History, bins: int, bin_s: float) -> tuple[Series, Series]:
     samples: dict[int, list[float]] = defaultdict(list)
-    for client in ctx.by_client:
-        for conn in ctx.connections(client):
-            for batch in conn.batches:
-                if conn.is_replay(batch) or batch.get("sent_at") is None or batch.get("recv_at") is None:
-                    continue
-                samples[_bin(batch["t"], bins, bin_s)].append((batch["recv_at"] - batch["sent_at"]) * 1000.0)
+    for t, ms in live_latencies(history):
+        samples[_bin(t, bins, bin_s)].append(ms)
     p50: Series = [None] * bins
     p99: Series = [None] * bins
     for i, values in samples.items():
@@ -117,9 +113,8 @@ def _gauge(records: list[dict[str, Any]], key: str, bins: int, bin_s: float) -> 
     return out
 
 
-def _connected(ctx: CheckContext, bins: int, bin_s: float, duration: float) -> list[int]:
-    ends = [min((i + 1) * bin_s, duration) for i in range(bins)]
-    return [sum(ctx.connected_at(client, t) for client in ctx.intervals) for t in ends]
+def _connected(history: History, bins: int, bin_s: float, duration: float) -> list[int]:
+    return connected_counts(history, [min((i + 1) * bin_s, duration) for i in range(bins)])
 
 
 def _locust(history: History, bins: int, bin_s: float) -> Series | None:

@@ -263,7 +263,8 @@ def test_delivery_default_cohorts_skip_faulted_and_stuck() -> None:
     verdict = CHECKERS["delivery"](ctx_for(h, cohorts=cohorts, faulted={"bad"}), {})
     assert verdict.status == "pass", verdict.summary
     assert verdict.figures["clients"] == 2
-    assert CHECKERS["delivery"](ctx_for(h, cohorts=cohorts, faulted={"bad", "good"}), {}).status == "skipped"
+    none_left = CHECKERS["delivery"](ctx_for(h, cohorts=cohorts, faulted={"bad", "good"}), {})
+    assert (none_left.status, none_left.unknown_reason) == ("unknown", "not_applicable")
 
 
 def test_delivery_latency_unreliable_when_harness_cpu_saturated() -> None:
@@ -275,7 +276,7 @@ def test_delivery_latency_unreliable_when_harness_cpu_saturated() -> None:
     ctx = ctx_for(h)
     assert ctx.client_cpu_saturated
     verdict = CHECKERS["delivery"](ctx, {"latency_p99_ms": 1.0})  # would fail if judged
-    assert verdict.status == "unreliable"
+    assert (verdict.status, verdict.unknown_reason) == ("unknown", "unreliable")
     assert "harness CPU above 85%" in verdict.summary and "97%" in verdict.summary
 
 
@@ -284,7 +285,7 @@ def test_delivery_latency_unreliable_when_backlog_deep() -> None:
     steady(h, ["g-0", "g-1"])
     rec(h, 1.5, "harness_cpu", percent=10.0, backlog=500_000)  # bytes unprocessed
     verdict = CHECKERS["delivery"](ctx_for(h), {})
-    assert verdict.status == "unreliable"
+    assert (verdict.status, verdict.unknown_reason) == ("unknown", "unreliable")
     assert "backlog" in verdict.summary
 
 
@@ -294,7 +295,7 @@ def test_delivery_loss_still_fails_when_saturated() -> None:
     batch(h, 5.0, "g-0", 5, [])
     rec(h, 1.5, "harness_cpu", percent=99.0, backlog=0)
     verdict = CHECKERS["delivery"](ctx_for(h), {})
-    assert verdict.status == "fail"
+    assert verdict.status == "fail" and verdict.unknown_reason is None
     assert "unreliable" in verdict.summary
     assert verdict.evidence[0]["seq"] == 4
 
@@ -401,16 +402,17 @@ def test_eviction_late_is_a_failure_with_the_time() -> None:
 
 def test_eviction_unreliable_when_metrics_stop_early() -> None:
     h = eviction_history([(1.5, 4)])
-    assert CHECKERS["eviction"](ctx_for(h), {"cohort": "victims", "within": 5.0}).status == "unreliable"
+    verdict = CHECKERS["eviction"](ctx_for(h), {"cohort": "victims", "within": 5.0})
+    assert (verdict.status, verdict.unknown_reason) == ("unknown", "unreliable")
 
 
-def test_eviction_skipped_without_metrics() -> None:
+def test_eviction_not_applicable_without_metrics() -> None:
     h = History()
     connect(h, 0.0, "v-0", "victims")
     rec(h, 1.0, "fault_start", fault="cut", type="network_cut", cohort="victims", params={})
     rec(h, 2.0, "metrics", clients=None, values={})
     verdict = CHECKERS["eviction"](ctx_for(h), {"cohort": "victims"})
-    assert verdict.status == "skipped" and "registry" in verdict.summary
+    assert (verdict.status, verdict.unknown_reason) == ("unknown", "not_applicable") and "registry" in verdict.summary
 
 
 def test_eviction_stuck_cohort_without_fault_starts_at_first_connect() -> None:
@@ -528,12 +530,13 @@ def test_liveness_fails_on_slow_probe_and_without_probe_after_heal() -> None:
 # 5. persistence
 
 
-def test_persistence_passes_skips_and_fails() -> None:
+def test_persistence_passes_is_not_applicable_and_fails() -> None:
     h = History()
     feed(h, 1.0, "a", "b")
     feed(h, 2.0, "c")
     assert CHECKERS["persistence"](ctx_for(h, stored_ids=["c", "a", "b"]), {}).status == "pass"
-    assert CHECKERS["persistence"](ctx_for(h), {}).status == "skipped"
+    no_db = CHECKERS["persistence"](ctx_for(h), {})
+    assert (no_db.status, no_db.unknown_reason) == ("unknown", "not_applicable")
     verdict = CHECKERS["persistence"](ctx_for(h, stored_ids=["a", "c", "c", "zz"]), {})
     assert verdict.status == "fail"
     assert verdict.evidence == [
@@ -761,12 +764,18 @@ def test_run_checks_rejects_unknown_names() -> None:
         run_checks(ctx_for(History()), {"deliverance": {}})
 
 
-def test_run_checks_turns_a_raising_checker_into_a_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_checks_turns_a_raising_checker_into_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
         raise RuntimeError("boom")
 
     monkeypatch.setitem(checkers.CHECKERS, "liveness", broken)
-    (verdict,) = run_checks(ctx_for(History()), {"liveness": {}})
-    assert verdict.status == "fail" and "RuntimeError: boom" in verdict.summary
+    (verdict,) = run_checks(ctx_for(History()), {"liveness@again": {}})
+    assert verdict.status == "error" and verdict.checker == "liveness@again"
+    assert "RuntimeError: boom" in verdict.summary
+    (item,) = verdict.evidence
+    assert item["error"] == "RuntimeError: boom"
+    assert item["where"] == f"{__file__}:{broken.__code__.co_firstlineno + 1}"  # the line that raised
+    assert item["traceback"].startswith("Traceback (most recent call last)")
+    assert 'raise RuntimeError("boom")' in item["traceback"]
     (bad_option,) = run_checks(ctx_for(History()), {"eviction": {"cohort": "x", "whithin": 2}})
-    assert bad_option.status == "fail" and "unknown option(s) whithin" in bad_option.summary
+    assert bad_option.status == "error" and "unknown option(s) whithin" in bad_option.summary

@@ -109,14 +109,14 @@ def test_report_json_is_valid_against_its_schema(which: str, request: pytest.Fix
     schema = load_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.Draft202012Validator(schema).validate(report)
-    assert report["schema"] == schema["properties"]["schema"]["const"] == "wschaos.report/1"
+    assert report["schema"] == schema["properties"]["schema"]["const"] == "wschaos.report/2"
 
 
 def test_report_json_says_how_to_reproduce_and_what_ran(passing_run: Path) -> None:
     report = read_report(passing_run)
     assert report["run"]["reproduce"] == "wschaos run baseline mass_drop --seed 1 --target harness/targets/monitor.yaml"
     assert report["run"]["passed"]
-    assert report["totals"] == {"scenarios": 2, "passed": 2, "failed": 0, "errors": 0, "skipped": 0}
+    assert report["totals"] == {"scenarios": 2, "passed": 2, "failed": 0, "errors": 0, "unknown": 0, "skipped": 0}
     versions = report["versions"]
     assert versions["harness"] == harness.__version__
     assert versions["python"].count(".") == 2 and versions["aiohttp"].startswith("3.")

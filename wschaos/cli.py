@@ -33,7 +33,8 @@ from harness.target import TargetSpec, bundled_monitor, load_target
 from harness.toxiproxy import Toxiproxy, ToxiproxyServer
 from wschaos import mutants as matrix
 
-STATUS_COLOURS = {"pass": "green", "fail": "red", "error": "yellow", "unreliable": "yellow", "skipped": "cyan"}
+STATUS_COLOURS = {"pass": "green", "fail": "red", "error": "magenta", "unknown": "yellow", "skipped": "cyan"}
+BROKEN = ("fail", "error")  # the statuses that fail a run; "unknown" is reported, not failed
 
 
 def scenario_seed(base: int, name: str) -> int:
@@ -68,7 +69,8 @@ def print_result(result: ScenarioResult) -> None:
         click.echo(f"      skipped: {result.reason}")
     for v in result.verdicts:
         if v.status != "pass":
-            click.echo(f"      {v.checker}: {coloured(v.status)} {v.summary}")
+            why = f" ({v.unknown_reason})" if v.unknown_reason else ""
+            click.echo(f"      {v.checker}: {coloured(v.status)}{why} {v.summary}")
 
 
 def print_summary(results: list[ScenarioResult], run_dir: Path, wall: float) -> None:
@@ -82,7 +84,9 @@ def print_summary(results: list[ScenarioResult], run_dir: Path, wall: float) -> 
         click.echo(r.name.ljust(width) + " ".join(cells) + f" {r.duration_s:.1f}s")
     passed = sum(r.status == "pass" for r in results)
     skipped = sum(r.status == "skipped" for r in results)
-    held = f"{passed} of {len(results) - skipped} scenarios held" + (f" ({skipped} skipped)" if skipped else "")
+    unknown = sum(r.status == "unknown" for r in results)
+    held = f"{passed} of {len(results) - skipped} scenarios held" + (f", {unknown} unknown" if unknown else "")
+    held += f" ({skipped} skipped)" if skipped else ""
     click.echo(f"\n{held}, in {wall:.1f}s. Results in {run_dir}")
 
 
@@ -127,7 +131,7 @@ def write_summary(run_dir: Path, results: list[ScenarioResult], seed: int, targe
         "seed": seed,
         "wall_s": round(wall, 3),
         "command": shlex.join(["wschaos", *sys.argv[1:]]),
-        "passed": all(r.status in ("pass", "skipped") for r in results),
+        "passed": all(r.status not in BROKEN for r in results),
         "scenarios": [r.to_json() for r in results],
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -164,7 +168,7 @@ def run(scenarios: tuple[str, ...], target_file: Path | None, seed: int | None, 
     write_summary(run_dir, results, seed, target, wall)
     print_summary(results, run_dir, wall)
     write_run_reports(run_dir)
-    sys.exit(0 if all(r.status in ("pass", "skipped") for r in results) else 1)
+    sys.exit(0 if all(r.status not in BROKEN for r in results) else 1)
 
 
 def write_run_reports(run_dir: Path) -> None:

@@ -1,0 +1,152 @@
+"""Eviction: dead and stuck clients leave the server's registry in time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from harness.checkers.base import (
+    FAIL,
+    NOT_APPLICABLE,
+    PASS,
+    UNRELIABLE,
+    CheckContext,
+    Figures,
+    Record,
+    Verdict,
+    cap_evidence,
+    hits,
+    parse_options,
+    register,
+    rounded,
+)
+
+
+@register("eviction", "Eviction")
+def check_eviction(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
+    """After the first fault that hits ``cohort`` (time t0), the server's registry (the ``clients`` of
+    ``metrics`` records) drops to at most the number of clients the harness has connected outside that
+    cohort (counted at each sample) within ``within`` seconds.
+
+    When victims connect after the fault starts (the stuck readers a stuck_reader fault opens), t0 is when
+    the last of them connected, so that no sample taken before they arrived counts as their eviction.
+    When the fault acted on chosen clients of the cohort (``client_fault`` records after t0, as a
+    mass drop of a share of the cohort does), only those are victims: the cohort's other clients count
+    as legitimately connected.
+
+    Options:
+      cohort (required): the cohort whose clients must be evicted. For a stuck or stuck_pong cohort that
+        no fault hit, t0 is the first connect of its clients.
+      within: the bound in seconds (default 5.0).
+      expected: a fixed registry size to reach instead of the counted one (default None).
+    """
+    opts = parse_options("eviction", options, {"within": 5.0, "expected": None}, required=("cohort",))
+    cohort, within = opts["cohort"], float(opts["within"])
+    samples = [r for r in ctx.history.of("metrics") if r.get("clients") is not None]
+    if not samples:
+        why = "the target reported no registry size (no metrics records with clients)"
+        return Verdict.unknown("eviction", NOT_APPLICABLE, why)
+    t0, trigger = _eviction_start(ctx, cohort)
+    if t0 is None:
+        why = f"nothing to evict: no fault hit cohort {cohort!r} and it is not a stuck cohort"
+        return Verdict("eviction", FAIL, why, [{"cohort": cohort, "problem": "no trigger"}])
+    victims = _victims(ctx, cohort, t0)
+    t0 = _arrived(ctx, victims, t0)
+    case = Eviction(cohort, t0, trigger, within, victims)
+    timeline = [_registry_point(ctx, case, s, opts["expected"]) for s in samples if s["t"] >= t0]
+    figures: Figures = {"t0": rounded(t0), "within_s": within, "samples": len(timeline), "victims": len(case.victims)}
+    done = next((p for p in timeline if p["registry"] <= p["expected_at_most"]), None)
+    if done is not None:
+        return _eviction_done(ctx, case, done, timeline, figures)
+    return _eviction_missing(ctx, case, timeline, figures)
+
+
+@dataclass(frozen=True)
+class Eviction:
+    cohort: str
+    t0: float
+    trigger: str
+    within: float
+    victims: frozenset[str]
+
+    def describe(self) -> str:
+        return f"{len(self.victims)} client(s) of cohort {self.cohort!r} hit by {self.trigger} at t={self.t0:.2f}s"
+
+
+def _eviction_start(ctx: CheckContext, cohort: str) -> tuple[float | None, str]:
+    fault = next((r for r in ctx.history.of("fault_start") if hits(r, cohort)), None)
+    if fault is not None:
+        return fault["t"], f"fault {fault.get('fault')!r}"
+    info = ctx.cohorts.get(cohort)
+    if info is not None and info.kind in ("stuck", "stuck_pong"):
+        connects = [r["t"] for c in ctx.clients_of(cohort) for r in ctx.by_client[c] if r["kind"] == "connect"]
+        if connects:
+            return min(connects), f"first connect of {info.kind} cohort"
+    return None, ""
+
+
+def _victims(ctx: CheckContext, cohort: str, t0: float) -> frozenset[str]:
+    """The cohort's clients the fault acted on by name (client_fault records), else all of them."""
+    members = ctx.clients_of(cohort)
+    acted = {c for c in members if any(r["kind"] == "client_fault" and r["t"] >= t0 for r in ctx.by_client[c])}
+    return frozenset(acted or members)
+
+
+def _arrived(ctx: CheckContext, victims: frozenset[str], t0: float) -> float:
+    """When the last victim that was not yet connected at ``t0`` connected (or ``t0``)."""
+    late = [c for c in victims if not ctx.connected_at(c, t0)]
+    arrivals = [next((r["t"] for r in ctx.by_client[c] if r["kind"] == "connect" and r["t"] >= t0), t0) for c in late]
+    return max([t0, *arrivals])
+
+
+def _registry_point(ctx: CheckContext, case: Eviction, sample: Record, fixed: int | None) -> dict[str, Any]:
+    if fixed is None:
+        gone = case.victims | _suspects(ctx, sample["t"])
+        fixed = sum(ctx.connected_at(c, sample["t"]) for c in ctx.by_client if c not in gone)
+    return {"t": sample["t"], "registry": sample["clients"], "expected_at_most": fixed}
+
+
+def _suspects(ctx: CheckContext, t: float) -> frozenset[str]:
+    """Victims of every fault started by ``t``, in any cohort. Counts alone cannot tell whose entry
+    the server dropped, so a client another fault hit is never counted as rightly connected:
+    otherwise one cohort's eviction could pass for another's."""
+    found: set[str] = set()
+    for fault in ctx.history.of("fault_start"):
+        if fault["t"] <= t and fault.get("cohort"):
+            found |= _victims(ctx, fault["cohort"], fault["t"])
+    return frozenset(found)
+
+
+def _still_connected(ctx: CheckContext, case: Eviction, t: float) -> list[dict[str, Any]]:
+    return [
+        {"client": c, "problem": "harness still believes it connected", "t": t}
+        for c in sorted(case.victims)
+        if ctx.connected_at(c, t)
+    ]
+
+
+def _eviction_done(
+    ctx: CheckContext, case: Eviction, done: dict[str, Any], timeline: list[dict[str, Any]], figures: Figures
+) -> Verdict:
+    took = done["t"] - case.t0
+    figures["evicted_after_s"] = rounded(took)
+    if took <= case.within:
+        summary = f"{case.describe()} left the registry after {took:.2f}s (bound {case.within:g}s)"
+        return Verdict("eviction", PASS, summary, [], figures)
+    evidence = cap_evidence([p for p in timeline if p["t"] <= done["t"]])
+    evidence += _still_connected(ctx, case, case.t0 + case.within)
+    summary = f"{case.describe()} left the registry only after {took:.2f}s (bound {case.within:g}s)"
+    return Verdict("eviction", FAIL, summary, evidence, figures)
+
+
+def _eviction_missing(ctx: CheckContext, case: Eviction, timeline: list[dict[str, Any]], figures: Figures) -> Verdict:
+    evidence = cap_evidence(timeline) + _still_connected(ctx, case, case.t0 + case.within)
+    if not timeline or timeline[-1]["t"] < case.t0 + case.within:
+        summary = f"{case.describe()}: metrics samples end before the {case.within:g}s bound without an eviction"
+        return Verdict.unknown("eviction", UNRELIABLE, summary, evidence, figures)
+    last = timeline[-1]
+    summary = (
+        f"{case.describe()} never left the registry: last sample {last['registry']} clients, "
+        f"expected at most {last['expected_at_most']}"
+    )
+    return Verdict("eviction", FAIL, summary, evidence, figures)
