@@ -31,14 +31,19 @@ FORBIDDEN = {
     "wschaos": {"tests"},
 }
 # What the reports may take from the harness: the types a run directory is read into, the error
-# they raise, and the few constants that name where things are. None of the checkers' machinery.
+# they raise, the few constants that name where things are, and the checkers' public reading of a
+# history (the registry's guarantee texts, statuses, latency and connection figures). None of the
+# checkers' machinery (no CheckContext, no checker function).
 REPORTS_MAY_USE = {
     "harness": {"__version__"},
     "harness.errors": {"HarnessError"},
     "harness.history": {"History"},
     "harness.target": {"PROJECT_ROOT", "TARGETS_DIR"},
     "harness.toxiproxy": {"find_server_binary"},
-    "harness.checkers": {"checker_name"},
+    "harness.checkers": {
+        "checker_name", "GUARANTEES", "guarantee_of", "read_status", "client_cohorts", "connected_counts",
+        "latency_quantiles", "live_latencies", "target_down_windows",
+    },
 }
 SOURCE_SUFFIXES = {".py", ".json", ".yaml", ".j2", ".js", ".css", ".html"}
 MARKDOWN_RE = re.compile(r"[\w./-]+\.md\b")
