@@ -12,7 +12,7 @@ import jsonschema
 import yaml
 
 from harness.errors import HarnessError
-from harness.load import DEFAULT_MIX, MAX_SPAWN_RATE, LoadError, LoadSpec
+from harness.loadspec import DEFAULT_MIX, MAX_SPAWN_RATE, LoadError, LoadSpec
 
 SCHEMA = json.loads((Path(__file__).parent / "scenario.schema.json").read_text())
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
