@@ -194,7 +194,7 @@ async def test_churn_heal_ends_the_churn(ctx: FaultContext) -> None:
     await fault.heal(ctx)
     assert fault.tasks == set() and fault_tasks(fault) == []
     assert await eventually(lambda: connections_to(port) == []), connections_to(port)
-    assert ctx.history.of("connect"), "no churn client connected"
+    assert list(ctx.history.of("connect")), "no churn client connected"
 
 
 async def test_stuck_reader_cleanup_closes_its_sockets(ctx: FaultContext) -> None:
