@@ -34,7 +34,8 @@ from typing import Any
 import psutil
 from common import append_results, evictions, parse_metrics, table
 
-from harness.load import LoadSpec, LocustRun, Stage, parse_mix, stage
+from harness.load import LocustRun, Stage, stage
+from harness.loadspec import LoadSpec, parse_mix
 from harness.target import bundled_monitor
 
 CPU_SATURATED = 90.0

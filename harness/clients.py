@@ -542,6 +542,9 @@ class StuckClient:
             sock.close()
             self.history.record("connect_error", client=self.name, cohort=self.cohort, error=describe(exc))
             return
+        except BaseException:  # cancelled mid-handshake: the socket is not ours to keep
+            sock.close()
+            raise
         self._sock, self.connected = sock, True
         self.history.record("connect", client=self.name, cohort=self.cohort, attempt=1, since=None)
         self._task = asyncio.create_task(self._watch(), name=f"stuck-{self.name}")

@@ -1,22 +1,42 @@
-"""The fault catalogue. Each fault has a start and a heal; network faults act on one cohort's proxy,
-so a fault hits exactly that cohort. Every random choice comes from the run's seeded ``rng``."""
+"""The fault catalogue. Network faults act on one cohort's proxy, so a fault hits exactly that
+cohort. Every random choice comes from the run's seeded ``rng``.
+
+Each fault has one lifecycle: ``prepare`` (before the cohorts connect), ``start``, ``heal``, and
+``cleanup``, which releases whatever the fault still holds however the run ended (healed or not, on
+an error, a timeout or Ctrl-C): it cancels and awaits every task the fault started, closes every
+client and socket it opened, and removes its toxics. Tasks are started with ``Fault.spawn``, so each
+belongs to its fault."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import random
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import aiohttp
 
 from harness.clients import Cohort, MessageShape, ProbeClient, StuckClient
-from harness.errors import HarnessError
+from harness.errors import HarnessError, ToxiproxyError
 from harness.history import History
-from harness.scenario import FaultSpec
 from harness.target import Target
 from harness.toxiproxy import Proxy, Toxiproxy
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """One fault of a scenario: its name, type (a key of ``FAULTS``), cohort and parameters."""
+
+    name: str
+    type: str
+    cohort: str | None
+    params: dict[str, Any]
 
 
 @dataclass
@@ -39,14 +59,25 @@ class Fault:
     needs_cohort: ClassVar[bool] = True
 
     def __init__(self, spec: FaultSpec) -> None:
-        unknown = set(spec.params) - set(self.defaults)
-        if unknown:
-            known = ", ".join(sorted(self.defaults)) or "none"
-            raise HarnessError(f"fault {spec.name!r} ({spec.type}): unknown params {sorted(unknown)}; known: {known}")
-        if self.needs_cohort and spec.cohort is None:
-            raise HarnessError(f"fault {spec.name!r} ({spec.type}) needs a cohort")
+        problems = self.problems(spec)
+        if problems:
+            raise HarnessError(f"fault {spec.name!r} ({spec.type}): " + "; ".join(p for _, p in problems))
         self.spec = spec
         self.params = {**self.defaults, **spec.params}
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.toxics: dict[str, Proxy] = {}  # added (or being added) and not yet removed, by name
+
+    @classmethod
+    def problems(cls, spec: FaultSpec) -> list[tuple[str, str]]:
+        """What is wrong with ``spec`` for this fault, as (field, problem) pairs."""
+        problems = []
+        unknown = set(spec.params) - set(cls.defaults)
+        if unknown:
+            known = ", ".join(sorted(cls.defaults)) or "none"
+            problems.append(("params", f"unknown params {sorted(unknown)}; known: {known}"))
+        if cls.needs_cohort and spec.cohort is None:
+            problems.append(("cohort", "needs a cohort"))
+        return problems
 
     async def prepare(self, ctx: FaultContext) -> None:
         """Before the cohorts connect."""
@@ -60,11 +91,44 @@ class Fault:
         await self.undo(ctx)
         ctx.history.record("fault_heal", fault=self.spec.name, type=self.type, cohort=self.spec.cohort)
 
+    async def cleanup(self, ctx: FaultContext) -> None:
+        """Release what the fault still holds; safe to call twice, after a heal, or without a start.
+        A toxic whose proxy is already gone is no error."""
+        await cancel_all(self.tasks)
+        await self.release(ctx)
+        for name in list(self.toxics):
+            try:
+                await self.remove_toxic(ctx, name)
+            except ToxiproxyError as exc:
+                log.debug("cleaning up fault %s: %s", self.spec.name, exc)
+
     async def apply(self, ctx: FaultContext) -> None:
         raise NotImplementedError
 
     async def undo(self, ctx: FaultContext) -> None:
-        """Most faults heal by removing what they added; some have nothing to undo."""
+        """Most faults heal by removing the toxics they added; some have nothing to undo."""
+        for name in list(self.toxics):
+            await self.remove_toxic(ctx, name)
+
+    async def release(self, ctx: FaultContext) -> None:
+        """Close the clients and sockets the fault opened (its tasks are already ended)."""
+
+    def spawn(self, coro: Coroutine[Any, Any, T], what: str) -> asyncio.Task[T]:
+        """A task that belongs to this fault: ``cleanup`` cancels it if it still runs."""
+        task = asyncio.create_task(coro, name=f"fault-{self.spec.name}-{what}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def add_toxic(self, ctx: FaultContext, name: str, type: str, stream: str, attributes: dict[str, Any]) -> None:
+        proxy = self.proxy(ctx)
+        self.toxics[name] = proxy  # before the call: a cancelled call may still have added it
+        await ctx.toxiproxy.add_toxic(proxy, name, type, stream, attributes=attributes)
+
+    async def remove_toxic(self, ctx: FaultContext, name: str) -> None:
+        proxy = self.toxics.pop(name, None)
+        if proxy is not None:
+            await ctx.toxiproxy.remove_toxic(proxy, name)
 
     def hits(self, ctx: FaultContext) -> set[str]:
         """The cohorts whose clients this fault disturbs (excluded from the healthy-delivery check)."""
@@ -88,11 +152,7 @@ class ToxicFault(Fault):
         return dict(self.params)
 
     async def apply(self, ctx: FaultContext) -> None:
-        await ctx.toxiproxy.add_toxic(self.proxy(ctx), self.toxic(), self.toxic_type, self.stream,
-                                      attributes=self.attributes())  # fmt: skip
-
-    async def undo(self, ctx: FaultContext) -> None:
-        await ctx.toxiproxy.remove_toxic(self.proxy(ctx), self.toxic())
+        await self.add_toxic(ctx, self.toxic(), self.toxic_type, self.stream, self.attributes())
 
 
 class MidSendDisconnect(Fault):
@@ -110,14 +170,9 @@ class MidSendDisconnect(Fault):
 
     async def apply(self, ctx: FaultContext) -> None:
         if self.params["rst"]:
-            await ctx.toxiproxy.add_toxic(self.proxy(ctx), self.toxic(), "reset_peer", "downstream",
-                                          attributes={"timeout": 0})  # fmt: skip
+            await self.add_toxic(ctx, self.toxic(), "reset_peer", "downstream", {"timeout": 0})
         else:
-            await ctx.toxiproxy.add_toxic(self.proxy(ctx), self.toxic(), "limit_data", "downstream",
-                                          attributes={"bytes": self.params["bytes"]})  # fmt: skip
-
-    async def undo(self, ctx: FaultContext) -> None:
-        await ctx.toxiproxy.remove_toxic(self.proxy(ctx), self.toxic())
+            await self.add_toxic(ctx, self.toxic(), "limit_data", "downstream", {"bytes": self.params["bytes"]})
 
 
 class MassDrop(Fault):
@@ -141,12 +196,7 @@ class NetworkCut(Fault):
 
     async def apply(self, ctx: FaultContext) -> None:
         for stream in ("downstream", "upstream"):
-            await ctx.toxiproxy.add_toxic(self.proxy(ctx), self.toxic(f"-{stream}"), "timeout", stream,
-                                          attributes={"timeout": 0})  # fmt: skip
-
-    async def undo(self, ctx: FaultContext) -> None:
-        for stream in ("downstream", "upstream"):
-            await ctx.toxiproxy.remove_toxic(self.proxy(ctx), self.toxic(f"-{stream}"))
+            await self.add_toxic(ctx, self.toxic(f"-{stream}"), "timeout", stream, {"timeout": 0})
 
 
 class SlowConsumer(ToxicFault):
@@ -208,12 +258,15 @@ class StuckReader(Fault):
                 answer_heartbeats=self.params["answer_heartbeats"],
                 rcvbuf=self.params["rcvbuf"],
             )
-            await client.start()
             self.stuck.append(client)
+            await client.start()
 
     async def undo(self, ctx: FaultContext) -> None:
         for client in self.stuck:
             await client.stop()
+
+    async def release(self, ctx: FaultContext) -> None:
+        await self.undo(ctx)  # stopping a stopped client does nothing
 
 
 class Flap(Fault):
@@ -224,11 +277,11 @@ class Flap(Fault):
 
     def __init__(self, spec: FaultSpec) -> None:
         super().__init__(spec)
-        self.task: asyncio.Task[None] | None = None
+        self.cycling: asyncio.Task[None] | None = None
         self.cut = NetworkCut(FaultSpec(f"{spec.name}-cut", "network_cut", spec.cohort, {}))
 
     async def apply(self, ctx: FaultContext) -> None:
-        self.task = asyncio.create_task(self._cycle(ctx))
+        self.cycling = self.spawn(self._cycle(ctx), "cycle")
 
     async def _cycle(self, ctx: FaultContext) -> None:
         for _ in range(self.params["cycles"]):
@@ -240,8 +293,11 @@ class Flap(Fault):
             await asyncio.sleep(self.params["up"])
 
     async def undo(self, ctx: FaultContext) -> None:
-        if self.task is not None:
-            await self.task
+        if self.cycling is not None:
+            await self.cycling
+
+    async def release(self, ctx: FaultContext) -> None:
+        await self.cut.cleanup(ctx)
 
 
 class ServerKill(Fault):
@@ -266,11 +322,21 @@ class ServerPause(Fault):
     type = "server_pause"
     needs_cohort = False
 
+    def __init__(self, spec: FaultSpec) -> None:
+        super().__init__(spec)
+        self.paused = False
+
     async def apply(self, ctx: FaultContext) -> None:
+        self.paused = True
         await ctx.target.pause()
 
     async def undo(self, ctx: FaultContext) -> None:
+        self.paused = False
         await ctx.target.resume()
+
+    async def release(self, ctx: FaultContext) -> None:
+        if self.paused and ctx.target.paused:
+            await self.undo(ctx)
 
     def hits(self, ctx: FaultContext) -> set[str]:
         return set(ctx.cohorts)
@@ -298,38 +364,30 @@ class Churn(Fault):
 
     def __init__(self, spec: FaultSpec) -> None:
         super().__init__(spec)
-        self.task: asyncio.Task[None] | None = None
-        self.clients: list[ProbeClient] = []
+        self.clients: set[ProbeClient] = set()  # started and not yet stopped
 
     async def apply(self, ctx: FaultContext) -> None:
-        self.task = asyncio.create_task(self._churn(ctx))
+        self.spawn(self._churn(ctx), "churn")
 
     async def _churn(self, ctx: FaultContext) -> None:
         proxy = self.proxy(ctx)
         url = f"http://{proxy.listen_host}:{proxy.listen_port}{ctx.target.spec.ws_path}"
-        lives: set[asyncio.Task[None]] = set()
-        try:
-            for i in range(self.params["max_clients"]):
-                client = ProbeClient(
-                    f"{self.spec.cohort}-churn-{i}",
-                    f"{self.spec.cohort}-churn",
-                    url,
-                    ctx.history,
-                    ctx.shape,
-                    reconnect=False,
-                    session=ctx.session,
-                    rng=random.Random(ctx.rng.random()),
-                )
-                life = asyncio.create_task(self._live(client, ctx.rng.random() < 0.5, ctx.rng.random()))
-                lives.add(life)
-                life.add_done_callback(lives.discard)
-                await asyncio.sleep(ctx.rng.expovariate(self.params["rate"]))
-        finally:
-            for life in list(lives):
-                life.cancel()
-            await asyncio.gather(*lives, return_exceptions=True)
+        for i in range(self.params["max_clients"]):
+            client = ProbeClient(
+                f"{self.spec.cohort}-churn-{i}",
+                f"{self.spec.cohort}-churn",
+                url,
+                ctx.history,
+                ctx.shape,
+                reconnect=False,
+                session=ctx.session,
+                rng=random.Random(ctx.rng.random()),
+            )
+            self.spawn(self._live(client, ctx.rng.random() < 0.5, ctx.rng.random()), f"life-{i}")
+            await asyncio.sleep(ctx.rng.expovariate(self.params["rate"]))
 
     async def _live(self, client: ProbeClient, rst: bool, share: float) -> None:
+        self.clients.add(client)
         await client.start()
         try:
             await asyncio.sleep(self.params["lifetime"] * (0.5 + share))
@@ -337,12 +395,16 @@ class Churn(Fault):
             if rst:
                 await client.abort()
             await client.stop()
+            self.clients.discard(client)
 
     async def undo(self, ctx: FaultContext) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        await cancel_all(self.tasks)  # the churn and every life it started
+        await self.release(ctx)
+
+    async def release(self, ctx: FaultContext) -> None:
+        for client in list(self.clients):
+            await client.stop()
+            self.clients.discard(client)
 
     def hits(self, ctx: FaultContext) -> set[str]:
         return {f"{self.spec.cohort}-churn"}
@@ -353,6 +415,19 @@ FAULTS: dict[str, type[Fault]] = {
     for cls in (MidSendDisconnect, MassDrop, NetworkCut, SlowConsumer, Latency, Slicer, SlowClose, StuckReader,
                 Flap, ServerKill, ServerPause, ServerStop, Churn)
 }  # fmt: skip
+
+
+async def cancel_all(tasks: set[asyncio.Task[Any]]) -> None:
+    """Cancel every task in ``tasks`` (also those started meanwhile) and wait until each has ended."""
+    while tasks:
+        pending = list(tasks)
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending)
+        tasks.difference_update(pending)
+        for task in pending:
+            if not task.cancelled() and task.exception() is not None:
+                log.debug("fault task %s ended with %r", task.get_name(), task.exception())
 
 
 def make_fault(spec: FaultSpec) -> Fault:

@@ -48,15 +48,15 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from harness.errors import HarnessError
 from harness.feed import Feed
 from harness.history import History
+from harness.loadspec import LoadError, LoadSpec, bound_problems
 from harness.target import Target, TargetSpec
 from harness.toxiproxy import Proxy, Toxiproxy, ToxiproxyServer
 
@@ -66,13 +66,6 @@ if TYPE_CHECKING:
 LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
-
-MAX_USERS = 5000
-MAX_SPAWN_RATE = 1000.0
-MAX_TIME_S = 3600.0
-MAX_PROCESSES = 16
-BEHAVIOURS = ("steady", "switcher", "reconnector", "churner")
-DEFAULT_MIX: Mapping[str, float] = {"steady": 6, "switcher": 2, "reconnector": 1, "churner": 1}
 
 SAMPLE_INTERVAL = 0.2  # the stats CSV grows once a second; connection events are folded this often
 LOAD_COHORT = "load"
@@ -85,66 +78,8 @@ GAP_NAME = "seq gap"
 FDS_PER_USER = 2  # a socket, and headroom for the resolver and reconnects
 
 
-class LoadError(HarnessError):
-    """Load that cannot be run as asked, or a Locust process that did not do what was asked."""
-
-
 # ---------------------------------------------------------------------------------------------
 # What to run
-
-
-@dataclass(frozen=True)
-class LoadSpec:
-    """How many users, how fast they arrive, for how long, and which behaviours."""
-
-    users: int
-    spawn_rate: float
-    time_s: float
-    mix: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
-    processes: int = 1
-    reconnect_every: float = 5.0
-
-    def __post_init__(self) -> None:
-        problems = bound_problems(self.users, self.spawn_rate, self.time_s, self.processes)
-        unknown = sorted(set(self.mix) - set(BEHAVIOURS))
-        if unknown:
-            problems.append(f"unknown behaviour(s) {unknown} in the mix; known: {', '.join(BEHAVIOURS)}")
-        if not any(w > 0 for w in self.mix.values()) or any(w < 0 for w in self.mix.values()):
-            problems.append("the mix needs weights of 0 or more, at least one above 0")
-        if not 0.1 <= self.reconnect_every <= 3600:
-            problems.append(f"reconnect_every must be 0.1 to 3600 s; got {self.reconnect_every}")
-        if problems:
-            raise LoadError("load: " + "; ".join(problems))
-
-    def mix_text(self) -> str:
-        return ",".join(f"{name}={self.mix.get(name, 0):g}" for name in BEHAVIOURS)
-
-
-def parse_mix(text: str) -> dict[str, float]:
-    """``steady=6,switcher=2`` as weights (behaviours left out get 0)."""
-    mix: dict[str, float] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, weight = part.partition("=")
-        try:
-            mix[name.strip()] = float(weight)
-        except ValueError:
-            sep = ""
-        if not sep:
-            raise LoadError(f"mix: {part!r} is not NAME=WEIGHT (names: {', '.join(BEHAVIOURS)})")
-    return mix
-
-
-def bound_problems(users: int, spawn_rate: float, time_s: float, processes: int = 1) -> list[str]:
-    problems = []
-    if not 0 <= users <= MAX_USERS:
-        problems.append(f"users must be 0 to {MAX_USERS}; got {users}")
-    if not 0 < spawn_rate <= MAX_SPAWN_RATE:
-        problems.append(f"spawn rate must be above 0 and at most {MAX_SPAWN_RATE:g} a second; got {spawn_rate}")
-    if not 1 <= time_s <= MAX_TIME_S:
-        problems.append(f"time must be 1 to {MAX_TIME_S:g} s; got {time_s}")
-    if not 1 <= processes <= MAX_PROCESSES:
-        problems.append(f"processes must be 1 to {MAX_PROCESSES}; got {processes}")
-    return problems
 
 
 @dataclass(frozen=True)

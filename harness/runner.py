@@ -270,9 +270,10 @@ async def execute(run: Run, out_dir: Path, progress: Progress, phases: dict[str,
         await run.target.start()
         liveness_proxy = await create_proxies(run, stack, run_id)
         for spec in scenario.faults():
-            run.faults[spec.name] = make_fault(spec)
-            run.contexts[spec.name] = run.fault_context(spec.name)
-            await run.faults[spec.name].prepare(run.contexts[spec.name])
+            fault = run.faults[spec.name] = make_fault(spec)
+            ctx = run.contexts[spec.name] = run.fault_context(spec.name)
+            stack.push_async_callback(fault.cleanup, ctx)  # on every way out, before the proxies are deleted
+            await fault.prepare(ctx)
         await start_cohorts(run, stack, out_dir)
         await start_load(run, stack, run_id, out_dir, progress)
         phases["setup_s"] = time.monotonic() - mark

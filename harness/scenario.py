@@ -12,7 +12,8 @@ import jsonschema
 import yaml
 
 from harness.errors import HarnessError
-from harness.load import DEFAULT_MIX, MAX_SPAWN_RATE, LoadError, LoadSpec
+from harness.faults import FAULTS, FaultSpec
+from harness.loadspec import DEFAULT_MIX, MAX_SPAWN_RATE, LoadError, LoadSpec
 
 SCHEMA = json.loads((Path(__file__).parent / "scenario.schema.json").read_text())
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
@@ -29,14 +30,6 @@ class CohortSpec:
     kind: str = "probe"
     reconnect: bool = True
     rcvbuf: int | None = None
-
-
-@dataclass(frozen=True)
-class FaultSpec:
-    name: str
-    type: str
-    cohort: str | None
-    params: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -130,7 +123,6 @@ def _load(raw: dict[str, Any] | None, timeout: float, source: str) -> LoadSpec |
 
 def _check_names(scenario: Scenario, source: str) -> None:
     from harness.checkers import CHECKERS, checker_name
-    from harness.faults import FAULTS
 
     problems: list[str] = []
     cohort_names = [c.name for c in scenario.cohorts]
@@ -143,6 +135,8 @@ def _check_names(scenario: Scenario, source: str) -> None:
             spec: FaultSpec = step.value
             if spec.type not in FAULTS:
                 problems.append(f"{where}.fault.type: unknown fault {spec.type!r}; known: {_known(FAULTS)}")
+            else:
+                problems += [f"{where}.fault.{field}: {p}" for field, p in FAULTS[spec.type].problems(spec)]
             if spec.cohort is not None and spec.cohort not in cohort_names:
                 problems.append(f"{where}.fault.cohort: no cohort named {spec.cohort!r}; have {_known(cohort_names)}")
             if spec.name in started:

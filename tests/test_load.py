@@ -27,17 +27,15 @@ from harness.history import History
 from harness.load import (
     LOCUSTFILE,
     ConnectionFolder,
-    LoadError,
-    LoadSpec,
     LocustRun,
     Reports,
     StatsHistoryReader,
     histogram_quantile,
     locust_command,
-    parse_mix,
     stage,
     summarize,
 )
+from harness.loadspec import LoadError, LoadSpec, parse_mix
 from harness.runner import run_scenario
 from harness.scenario import ScenarioError, discover, load, parse
 from harness.target import bundled_monitor

@@ -17,16 +17,8 @@ import click
 
 from harness import __version__
 from harness.errors import HarnessError
-from harness.load import (
-    MAX_PROCESSES,
-    MAX_SPAWN_RATE,
-    MAX_TIME_S,
-    MAX_USERS,
-    LoadSpec,
-    parse_mix,
-    run_plain_load,
-    summary_lines,
-)
+from harness.load import run_plain_load, summary_lines
+from harness.loadspec import MAX_PROCESSES, MAX_SPAWN_RATE, MAX_TIME_S, MAX_USERS, LoadSpec, parse_mix
 from harness.runner import ScenarioResult, run_scenario
 from harness.scenario import Scenario, discover, load
 from harness.target import TargetSpec, bundled_monitor, load_target

@@ -13,10 +13,10 @@ import pytest
 
 from harness.clients import Cohort, ProbeClient
 from harness.errors import HarnessError
-from harness.faults import Fault, FaultContext, make_fault
+from harness.faults import Fault, FaultContext, FaultSpec, make_fault
 from harness.history import History
 from harness.runner import ScenarioResult, message_shape, run_scenario
-from harness.scenario import FaultSpec, load
+from harness.scenario import load
 from harness.target import Target, TargetSpec, bundled_monitor, load_target
 from harness.toxiproxy import Toxiproxy, ToxiproxyServer
 
@@ -156,9 +156,9 @@ async def fault(
             ctx = FaultContext(toxiproxy, proxies, cohorts, target, history, random.Random(0), session,
                                message_shape(target.spec))  # fmt: skip
             f = make_fault(FaultSpec(f"py-{type}-{len(started)}", type, name, params))
+            started.append((f, ctx))
             await f.prepare(ctx)
             await f.start(ctx)
-            started.append((f, ctx))
             return f
 
         yield start
@@ -167,3 +167,4 @@ async def fault(
                 await f.heal(ctx)
             except HarnessError:
                 pass
+            await f.cleanup(ctx)
