@@ -137,11 +137,11 @@ class MonitorServer(Server):
         stream, events = self.state.stream, self.events
         hub = self.state.hub
 
-        def one(seq: int, sent_at: float) -> Awaitable[Any]:
+        def one(seq: int, sent_at: float) -> None:
             # Stream.broadcast numbers batches itself; seq and sent_at are its own.
             depth = max((len(c.queue) for c in hub.clients.values()), default=0) if seq % 50 == 0 else 0
             self.peak_queue = max(self.peak_queue, depth)
-            return stream.broadcast(events)
+            stream.broadcast(events)
 
         return one
 
@@ -154,9 +154,7 @@ class MonitorServer(Server):
             "send_failures": dict(m.send_failures),
             "peak_queue": self.peak_queue,
             "writers": sum(1 for c in hub.clients.values() if c.writer is not None),
-            "transport_buffered": sum(
-                c.transport.get_write_buffer_size() for c in hub.clients.values() if c.transport is not None
-            ),
+            "transport_buffered": sum(c.sink.buffered() for c in hub.clients.values()),
             "queued": sum(len(c.queue) for c in hub.clients.values()),
             "direct_writes": getattr(hub, "direct_writes", None),
             "queued_writes": getattr(hub, "queued_writes", None),

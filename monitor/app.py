@@ -7,7 +7,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -93,10 +93,12 @@ class MonitorState:
         if self.store is not None:
             await self.store.close()
 
-    async def _every(self, seconds: float, action: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    async def _every(self, seconds: float, action: Callable[[], Awaitable[None] | None]) -> None:
         while True:
             await asyncio.sleep(seconds)
-            await action()
+            pending = action()
+            if pending is not None:
+                await pending
 
     async def stats_message(self, view: View, all_stats: dict[str, dict[str, Any]] | None = None) -> dict:
         if all_stats is None:
@@ -127,11 +129,11 @@ class MonitorState:
         nodes = self.ingest.node_status() if self.ingest is not None else {}
         return {"type": "connection_status", "nodes": nodes, "clients": len(self.hub.clients)}
 
-    async def broadcast_status(self) -> None:
+    def broadcast_status(self) -> None:
         message = self.status_message()
         if message != self.last_status:
             self.last_status = message
-            await self.hub.robust_broadcast(message)
+            self.hub.robust_broadcast(message)
 
     def init_message(self, view: View) -> dict[str, Any]:
         return {
@@ -144,6 +146,43 @@ class MonitorState:
             "heartbeat": self.config.heartbeat,
             "version": __version__,
         }
+
+
+class AiohttpSink:
+    """The hub's ``Sink`` over an aiohttp WebSocket response and its connection's transport.
+
+    Direct writes go to the public transport, not aiohttp's private frame writer; ``send`` is
+    aiohttp's own, which waits for the socket once the transport's buffer is past its high-water mark.
+    """
+
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport | None) -> None:
+        self.ws = ws
+        self.transport = transport
+        self.high_water = -1
+        if transport is not None and not ws.compress:
+            # The transport's high-water mark: past it, the transport would pause aiohttp's writer.
+            self.high_water = transport.get_write_buffer_limits()[1]
+
+    def buffered(self) -> int:
+        return self.transport.get_write_buffer_size() if self.transport is not None else 0
+
+    def is_closing(self) -> bool:
+        return self.ws.closed or self.transport is None or self.transport.is_closing()
+
+    def write(self, frame: bytes) -> None:
+        if self.transport is None:
+            raise RuntimeError("no transport")
+        self.transport.write(frame)  # a socket error drops the data and closes the transport
+
+    async def send(self, data: str) -> None:
+        await self.ws.send_str(data)
+
+    async def close(self, code: int, message: bytes) -> None:
+        await self.ws.close(code=code, message=message)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
 
 
 def origin_allowed(request: web.Request, allowed: list[str]) -> bool:
@@ -175,7 +214,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         # Accepted while shutting down, after every registered client was closed: close this one too.
         await ws.close(code=CloseCode.GOING_AWAY, message=b"server shutdown")
         return ws
-    client = state.hub.register(ws, request, view)
+    client = state.hub.register(AiohttpSink(ws, request.transport), request.remote or "?", view)
     limit = RateLimit(rate=config.rate_limit, burst=config.rate_burst, tokens=config.rate_burst)
     session = Session(
         client, state.hub, state.stream, state.node_names, state.stats_message, state.metrics, limit

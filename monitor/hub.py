@@ -1,10 +1,10 @@
 """The client registry: safe send, per-client outbound queues, broadcast and eviction.
 
-aiohttp's ``send_*`` has no timeout and blocks behind a client that stops reading, so the hub never
-awaits a client on the broadcast path. A message to a client that is keeping up is written straight
-to its transport (a broadcast is serialized and framed once for every client); a client that has
+A send that waits for the socket has no timeout and blocks behind a client that stops reading, so the
+hub never awaits a client on the broadcast path. A message to a client that is keeping up is written
+straight to its ``Sink`` (a broadcast is serialized and framed once for every client); a client that has
 fallen behind gets a bounded queue drained by its own writer task, with a send timeout. A full
-queue, a send timeout or a failed send evicts that client and aborts its transport.
+queue, a send timeout or a failed send evicts that client and aborts its connection.
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
-
 from monitor.metrics import Metrics
+from monitor.sink import Sink
 from monitor.views import View
 
 log = logging.getLogger("monitor.hub")
@@ -60,13 +59,13 @@ def text_frame(data: str) -> bytes:
     return struct.pack("!BBQ", 0x81, 127, n) + payload
 
 
-async def send_text(ws: web.WebSocketResponse, data: str, timeout: float | None = None) -> SendOutcome:
+async def send_text(sink: Sink, data: str, timeout: float | None = None) -> SendOutcome:
     """Send one text frame; a vanished client is an outcome, never an exception."""
-    if ws.closed:
+    if sink.is_closing():
         return SendOutcome.FAILED
     try:
         async with asyncio.timeout(timeout):
-            await ws.send_str(data)
+            await sink.send(data)
     except TimeoutError:
         return SendOutcome.TIMEOUT
     except asyncio.CancelledError:
@@ -83,14 +82,14 @@ async def send_text(ws: web.WebSocketResponse, data: str, timeout: float | None 
 
 
 async def safe_send_json(
-    ws: web.WebSocketResponse,
+    sink: Sink,
     payload: Any,
     *,
     timeout: float | None = None,
     metrics: Metrics | None = None,
 ) -> bool:
     """Send ``payload`` as JSON. Returns False (and counts it) when the client is gone or too slow."""
-    outcome = await send_text(ws, dumps(payload), timeout)
+    outcome = await send_text(sink, dumps(payload), timeout)
     if outcome is not SendOutcome.OK and metrics is not None:
         metrics.send_failures[outcome.value] += 1
     return outcome is SendOutcome.OK
@@ -111,8 +110,7 @@ class BroadcastResult:
 @dataclass(eq=False, slots=True)
 class Client:
     id: int
-    ws: web.WebSocketResponse
-    transport: asyncio.Transport | None
+    sink: Sink
     remote: str
     view: View
     queue: deque[str] = field(default_factory=deque)
@@ -122,7 +120,7 @@ class Client:
     connected_at: float = field(default_factory=time.time)
     sent: int = 0
     sending: bool = False  # the writer is in the middle of a send (possibly waiting for the socket)
-    direct_limit: int = -1  # write straight to the transport while it buffers at most this much; -1 never
+    direct_limit: int = -1  # write straight to the sink while it buffers at most this much; -1 never
 
 
 class Hub:
@@ -141,15 +139,11 @@ class Hub:
         self.clients: dict[int, Client] = {}
         self._ids = itertools.count(1)
         self._closers: set[asyncio.Task[None]] = set()
-        self.direct_writes = 0  # messages written straight to a transport
+        self.direct_writes = 0  # messages written straight to a sink
         self.queued_writes = 0  # messages that went through a client's queue and writer
 
-    def register(self, ws: web.WebSocketResponse, request: web.Request, view: View) -> Client:
-        client = Client(next(self._ids), ws, request.transport, request.remote or "?", view)
-        transport = client.transport
-        if transport is not None and not ws.compress:
-            # The transport's high-water mark: past it, the transport would pause aiohttp's writer.
-            client.direct_limit = transport.get_write_buffer_limits()[1]
+    def register(self, sink: Sink, remote: str, view: View) -> Client:
+        client = Client(next(self._ids), sink, remote, view, direct_limit=sink.high_water)
         self.clients[client.id] = client
         self.metrics.connections_total += 1
         self.metrics.clients_connected = len(self.clients)
@@ -190,32 +184,25 @@ class Hub:
         return True
 
     def _write_now(self, client: Client, data: str, frame: bytes | None) -> bool | None:
-        """Write one message straight to the client's transport if nothing of it is waiting anywhere.
+        """Write one message straight to the client's sink if nothing of it is waiting anywhere.
 
         Only called when the client's queue is empty and its writer is not mid-send, so order holds.
-        With compression off, aiohttp's ``send_str`` is this same synchronous ``transport.write`` of
-        one frame, then a wait for the socket only if the transport's buffer went past its high-water
-        mark (the transport then pauses the protocol). So the fast path writes only while the buffer
-        is at or below that mark, and the first message that would have to wait goes to the queue,
-        where the writer's send timeout applies. Writing a ready frame to the public transport,
-        rather than driving ``send_str`` or aiohttp's private frame writer, serializes and frames a
-        broadcast once for every client and never leaves a half-run send behind.
+        A sink's ``send`` is (with aiohttp and compression off) this same synchronous write of one
+        frame, then a wait for the socket only if the buffer went past the sink's high-water mark. So
+        the fast path writes only while the buffer is at or below that mark, and the first message
+        that would have to wait goes to the queue, where the writer's send timeout applies. Writing a
+        ready frame serializes and frames a broadcast once for every client and never leaves a
+        half-run send behind.
 
         Returns True when written, False when the write failed (the client is evicted), None when the
         client cannot take a direct write now (the caller queues the message).
         """
-        transport = client.transport
-        if (
-            client.direct_limit < 0
-            or transport is None
-            or client.ws.closed
-            or transport.is_closing()
-            or transport.get_write_buffer_size() > client.direct_limit
-        ):
+        sink = client.sink
+        if client.direct_limit < 0 or sink.is_closing() or sink.buffered() > client.direct_limit:
             return None
         try:
-            transport.write(text_frame(data) if frame is None else frame)
-            failed = transport.is_closing()  # asyncio hit a socket error, dropped the data, and closes
+            sink.write(text_frame(data) if frame is None else frame)
+            failed = sink.is_closing()  # the write hit a socket error, dropped the data, and closes
         except RuntimeError as exc:  # e.g. a write after write_eof
             log.debug("direct write failed: %r", exc)
             failed = True
@@ -241,7 +228,7 @@ class Hub:
             self.metrics.broadcasts += 1
         return result
 
-    async def robust_broadcast(self, payload: Any, node: str | None = None) -> BroadcastResult:
+    def robust_broadcast(self, payload: Any, node: str | None = None) -> BroadcastResult:
         """Serialize once and queue for every client whose view includes ``node``; awaits no client."""
         data = dumps(payload)
         clients = list(self.clients.values())
@@ -274,10 +261,10 @@ class Hub:
         closer.add_done_callback(self._closers.discard)
 
     async def _close(self, client: Client, code: int, reason: str) -> None:
-        """Try a close frame within ``close_timeout``; abort the transport whatever happens."""
+        """Try a close frame within ``close_timeout``; abort the connection whatever happens."""
         try:
             async with asyncio.timeout(self.close_timeout):
-                await client.ws.close(code=code, message=reason.encode())
+                await client.sink.close(code, reason.encode())
         except (TimeoutError, ConnectionError, RuntimeError):
             pass
         except asyncio.CancelledError:
@@ -285,8 +272,7 @@ class Hub:
             if task is not None and task.cancelling():
                 raise
         finally:
-            if client.transport is not None:
-                client.transport.abort()
+            client.sink.abort()
 
     async def _write_loop(self, client: Client) -> None:
         """Drain the client's queue with a send timeout. Started by the first message that had to
@@ -301,7 +287,7 @@ class Hub:
             data = client.queue.popleft()
             client.sending = True
             try:
-                outcome = await send_text(client.ws, data, self.send_timeout)
+                outcome = await send_text(client.sink, data, self.send_timeout)
             finally:
                 client.sending = False
             if outcome is SendOutcome.OK:

@@ -69,22 +69,22 @@ class Stream:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await self.flush()
+        self.flush()
 
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            await self.flush()
+            self.flush()
 
-    async def flush(self) -> BroadcastResult:
+    def flush(self) -> BroadcastResult:
         total = BroadcastResult()
         while self.pending:
             count = min(self.max_batch, len(self.pending))
             events = [self.pending.popleft() for _ in range(count)]
-            total.add(await self.broadcast(events))
+            total.add(self.broadcast(events))
         return total
 
-    async def broadcast(self, events: list[dict[str, Any]]) -> BroadcastResult:
+    def broadcast(self, events: list[dict[str, Any]]) -> BroadcastResult:
         self.seq += 1
         batch = Batch(self.seq, time.time(), events)
         self.replay.append(batch)

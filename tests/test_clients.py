@@ -47,7 +47,8 @@ def server_side(mon: RunningMonitor, probe: ProbeClient) -> Any:
     assert address is not None, f"{probe.name} is not connected"
     port = address[1]
     for client in mon.hub.clients.values():
-        if client.transport is not None and client.transport.get_extra_info("peername")[1] == port:
+        transport = client.sink.transport  # the monitor's AiohttpSink
+        if transport is not None and transport.get_extra_info("peername")[1] == port:
             return client
     raise AssertionError(f"{probe.name} is not in the registry")
 
@@ -172,7 +173,7 @@ async def test_stopped_reader_is_evicted_by_backpressure(tmp_path: Path, rcvbuf:
             assert time.monotonic() - started < 8, f"not evicted after feeding {len(fed)} events"
             fed += mon.feed(200)
             backlog = max(backlog, slow.backlog())
-            server_buffer = max(server_buffer, entry.transport.get_write_buffer_size())
+            server_buffer = max(server_buffer, entry.sink.buffered())
             await asyncio.sleep(0.02)
         took = time.monotonic() - started
         print(

@@ -7,6 +7,8 @@ one and expects at least one checker to catch it, for the reason given in ``CAUG
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
 import logging
 import time
@@ -18,6 +20,27 @@ from monitor.hub import Client, Hub, dumps, safe_send_json
 from monitor.stream import Batch, Stream
 
 log = logging.getLogger("monitor.hub")
+
+
+def _await_flushes() -> None:
+    """Make the stream's flusher and stop await ``Stream.flush``, for a mutant whose flush (and
+    broadcast) is a coroutine that waits on clients or yields mid-broadcast."""
+
+    async def run(self: Stream) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.flush()  # type: ignore[misc]
+
+    async def stop(self: Stream) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()  # type: ignore[misc]
+
+    Stream._run = run  # type: ignore[method-assign]
+    Stream.stop = stop  # type: ignore[method-assign]
 
 
 def _fan_out_without_queues(send: Callable[[Client, str], Any], sequential: bool) -> None:
@@ -37,6 +60,11 @@ def _fan_out_without_queues(send: Callable[[Client, str], Any], sequential: bool
         await deliver(list(self.hub.clients.values()), lambda c: dumps(batch.message(c.view)))
         return hub.BroadcastResult()
 
+    async def flush(self: Stream) -> None:
+        while self.pending:
+            count = min(self.max_batch, len(self.pending))
+            await self.broadcast([self.pending.popleft() for _ in range(count)])  # type: ignore[misc]
+
     def broadcast_text(self: Hub, data: str, recipients: Any) -> Any:
         task = asyncio.get_running_loop().create_task(deliver(list(recipients), lambda c: data))
         _background.add(task)
@@ -51,6 +79,8 @@ def _fan_out_without_queues(send: Callable[[Client, str], Any], sequential: bool
         self.queue_size = 10**12
 
     Stream.broadcast = broadcast  # type: ignore[method-assign]
+    Stream.flush = flush  # type: ignore[method-assign]
+    _await_flushes()
     Hub.broadcast_text = broadcast_text  # type: ignore[method-assign]
     Hub.__init__ = init  # type: ignore[method-assign]
 
@@ -65,7 +95,7 @@ def send_json_direct() -> None:
 
     async def send(client: Client, data: str) -> None:
         try:
-            await client.ws.send_str(data)
+            await client.sink.send(data)
         except Exception:
             log.exception("error sending to client %d", client.id)
 
@@ -77,7 +107,7 @@ def gather_no_timeout() -> None:
     fix's design): every broadcast waits for the slowest client."""
 
     async def send(client: Client, data: str) -> None:
-        await safe_send_json(client.ws, json.loads(data))
+        await safe_send_json(client.sink, json.loads(data))
 
     _fan_out_without_queues(send, sequential=False)
 
@@ -97,7 +127,11 @@ def no_eviction() -> None:
 
 def swallow_cancel() -> None:
     """The client writer swallows ``CancelledError`` and keeps going, so eviction and shutdown cannot
-    stop it: the writer outlives its client, and at exit asyncio reports it destroyed while pending.
+    stop it: the writer outlives its client, and asyncio reports it destroyed while pending.
+
+    asyncio reports a leaked task only when a garbage collection finds it, and whether one runs
+    during a short scenario depends on how much the monitor happens to allocate; so the mutant runs
+    a collection soon after each cancel it swallows, when the writer waits on nothing but itself.
 
     Only a client that has fallen behind has a writer; so that every client of the scenario has one,
     the mutant also sends every message through the queue and writer (no direct writes)."""
@@ -114,6 +148,7 @@ def swallow_cancel() -> None:
                 await original(self, client)
                 await asyncio.sleep(0.05)
             except asyncio.CancelledError:
+                asyncio.get_running_loop().call_later(0.2, gc.collect)
                 await asyncio.sleep(0.05)
 
     Hub._write_loop = write_loop  # type: ignore[method-assign]
@@ -208,6 +243,7 @@ def racy_broadcast() -> None:
 
     Stream.broadcast = broadcast  # type: ignore[method-assign]
     Stream.flush = flush  # type: ignore[method-assign]
+    _await_flushes()
     Stream.start = start  # type: ignore[method-assign]
 
 
