@@ -18,7 +18,7 @@ from harness.history import History
 from harness.runner import ScenarioResult, message_shape, run_scenario
 from harness.scenario import FaultSpec, load
 from harness.target import Target, TargetSpec, bundled_monitor, load_target
-from harness.toxiproxy import Toxiproxy, ToxiproxyServer
+from harness.toxiproxy import Toxiproxy, running_toxiproxy
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -63,10 +63,8 @@ class ScenarioItem(pytest.Item):
             raise ScenarioFailed(result)
 
     async def _run(self, scenario: Any, target: TargetSpec, out: Path, seed: int) -> ScenarioResult:
-        async with ToxiproxyServer(out.parent) as server:
-            assert server.url is not None
-            async with Toxiproxy(server.url) as toxiproxy:
-                return await run_scenario(scenario, target, toxiproxy, out, seed)
+        async with running_toxiproxy(out.parent) as toxiproxy:
+            return await run_scenario(scenario, target, toxiproxy, out, seed)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, ScenarioFailed):
@@ -93,10 +91,8 @@ class ScenarioItem(pytest.Item):
 @pytest.fixture
 async def toxiproxy(tmp_path: Path) -> AsyncIterator[Toxiproxy]:
     """A running toxiproxy-server and a client for it; every proxy it made is deleted afterwards."""
-    async with ToxiproxyServer(tmp_path) as server:
-        assert server.url is not None
-        async with Toxiproxy(server.url) as client:
-            yield client
+    async with running_toxiproxy(tmp_path) as client:
+        yield client
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import signal
 import socket
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -333,6 +333,7 @@ class Toxiproxy:
         self._library_address = (f"[{host}]" if ":" in host else host, parts.port or 80)
         self._session: aiohttp.ClientSession | None = None
         self._created: dict[str, None] = {}
+        self.server: ToxiproxyServer | None = None  # set by running_toxiproxy
 
     async def __aenter__(self) -> Toxiproxy:
         return self
@@ -502,6 +503,18 @@ class Toxiproxy:
             f"cannot {action}: Toxiproxy at {self.url} is not answering ({_describe(_root_cause(exc))})",
             hint=f"check that toxiproxy-server runs there (or unset {URL_ENV})",
         )
+
+
+@contextlib.asynccontextmanager
+async def running_toxiproxy(run_dir: Path | None = None) -> AsyncIterator[Toxiproxy]:
+    """A client for a toxiproxy-server started for the block (its log in ``run_dir``), or for the one
+    at $TOXIPROXY_URL. On the way out the client deletes the proxies it created, then the server it
+    started is stopped. The client's ``server`` says which server it is (pid, log, version)."""
+    async with ToxiproxyServer(run_dir) as server:
+        assert server.url is not None
+        async with Toxiproxy(server.url) as client:
+            client.server = server
+            yield client
 
 
 def _api_error(action: str, status: int, message: str, toxic: bool = False) -> ToxiproxyError:

@@ -15,7 +15,7 @@ from typing import Any
 from harness.runner import ScenarioResult, run_scenario
 from harness.scenario import discover, load
 from harness.target import TargetSpec, bundled_monitor
-from harness.toxiproxy import Toxiproxy, ToxiproxyServer
+from harness.toxiproxy import running_toxiproxy
 from tests.mutants.mutants import MUTANTS
 
 CAUGHT_BY: dict[str, tuple[str, str]] = {
@@ -80,15 +80,13 @@ async def run_matrix(mutants: list[str], out: Path, seed: int, full: bool = Fals
     if unknown:
         raise ValueError(f"unknown mutant(s) {unknown}; known: {', '.join(MUTANTS)}")
     cells = []
-    async with ToxiproxyServer(out) as server:
-        assert server.url is not None
-        async with Toxiproxy(server.url) as toxiproxy:
-            for mutant, scenario_name in pairs(mutants, full):
-                scenario = load(discover([scenario_name])[0])
-                result = await run_scenario(scenario, mutant_target(mutant), toxiproxy,
-                                            out / mutant / scenario_name, random.Random(seed).randrange(2**31))
-                cells.append(cell(mutant, result))
-                progress(f"{mutant:24} {scenario_name:20} {result.status:5} caught by {cells[-1].caught_by}")
+    async with running_toxiproxy(out) as toxiproxy:
+        for mutant, scenario_name in pairs(mutants, full):
+            scenario = load(discover([scenario_name])[0])
+            result = await run_scenario(scenario, mutant_target(mutant), toxiproxy,
+                                        out / mutant / scenario_name, random.Random(seed).randrange(2**31))
+            cells.append(cell(mutant, result))
+            progress(f"{mutant:24} {scenario_name:20} {result.status:5} caught by {cells[-1].caught_by}")
     return cells
 
 
