@@ -121,7 +121,7 @@ async def cohort(
 
         async def make(name: str, clients: int = 1, **options: Any) -> Cohort:
             proxy = await toxiproxy.create_proxy(f"py-{name}", f"{target.host}:{target.port}")
-            url = f"http://{proxy.listen_host}:{proxy.listen_port}{target.spec.ws_path}"
+            url = proxy.url(target.spec.ws_path)
             members = [ProbeClient(f"{name}-{i}", name, url, history, message_shape(target.spec),
                                    session=session, **options) for i in range(clients)]  # fmt: skip
             group = Cohort(name, members)

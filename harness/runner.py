@@ -116,7 +116,7 @@ def build_client(spec: CohortSpec, index: int, run: Run) -> ProbeClient | StuckC
             name, spec.name, proxy.listen_host, proxy.listen_port, path, run.history,
             answer_heartbeats=spec.kind == "stuck_pong", rcvbuf=spec.rcvbuf or 4096,
         )  # fmt: skip
-    url = f"http://{proxy.listen_host}:{proxy.listen_port}{path}"
+    url = proxy.url(path)
     return ProbeClient(
         name, spec.name, url, run.history, message_shape(run.target.spec),
         reconnect=spec.reconnect, rcvbuf=spec.rcvbuf, session=run.session, rng=run.rng(f"client:{name}"),
@@ -126,7 +126,7 @@ def build_client(spec: CohortSpec, index: int, run: Run) -> ProbeClient | StuckC
 async def probe_liveness(run: Run, proxy: Proxy) -> None:
     """Every second: can a new client connect and get init? Does the health check answer?"""
     shape = message_shape(run.target.spec)
-    url = f"http://{proxy.listen_host}:{proxy.listen_port}{run.target.spec.ws_path}"
+    url = proxy.url(run.target.spec.ws_path)
     while True:
         await asyncio.sleep(PROBE_INTERVAL)
         started = time.monotonic()
@@ -220,7 +220,7 @@ async def start_cohorts(run: Run, stack: AsyncExitStack, out_dir: Path | None = 
 def build_browser_cohort(spec: CohortSpec, run: Run, out_dir: Path | None) -> browser.BrowserCohort:
     """Dashboard pages in one headless Chromium, each opening the target's page through the cohort's proxy."""
     proxy = run.proxies[spec.name]
-    url = f"http://{proxy.listen_host}:{proxy.listen_port}/"
+    url = proxy.url("/")
     shots = out_dir / "screenshots" if out_dir is not None else None
     return browser.build_cohort(spec.name, spec.clients, url, run.history, shots)
 
@@ -238,7 +238,7 @@ async def start_load(run: Run, stack: AsyncExitStack, run_id: str, out_dir: Path
     if spec is None:
         return
     proxy = await scenario_proxy(run, stack, f"{run_id}-load")
-    run.load = LocustRun(spec, f"http://{proxy.listen}", out_dir / "load", history=run.history,
+    run.load = LocustRun(spec, proxy.url(""), out_dir / "load", history=run.history,
                          ws_path=run.target.spec.ws_path, shape=run.target.spec.messages,
                          controllable=True, track_connections=True)  # fmt: skip
     stack.push_async_callback(run.load.stop)

@@ -312,6 +312,14 @@ class Proxy:
     def listen(self) -> str:
         return f"{self.listen_host}:{self.listen_port}"
 
+    def url(self, path: str = "/", scheme: str = "http") -> str:
+        """Where clients of this proxy connect: ``url("/ws")`` is ``http://127.0.0.1:PORT/ws``;
+        ``url("")`` is the bare origin."""
+        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
+        if path and not path.startswith("/"):
+            path = "/" + path
+        return f"{scheme}://{host}:{self.listen_port}{path}"
+
     @classmethod
     def from_api(cls, name: str, listen: str, upstream: str) -> Proxy:
         host, _, port = listen.rpartition(":")
