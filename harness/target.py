@@ -18,7 +18,6 @@ import re
 import signal
 import socket
 import sqlite3
-import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from harness.errors import HarnessError
 from harness.history import History
+from harness.process import Child, start_child
 
 log = logging.getLogger(__name__)
 
@@ -319,16 +319,6 @@ def parse_metrics(text: str, clients_name: str | None) -> tuple[float | None, di
     return clients, values
 
 
-async def _exited_within(process: subprocess.Popen[bytes], seconds: float) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while process.poll() is None:
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
-
-
 def _port_holder(host: str, port: int) -> str:
     """' (pid N, name)' for whoever listens on the port, when the system tells."""
     with contextlib.suppress(psutil.Error, OSError):
@@ -424,7 +414,7 @@ class Target:
         self.log_path = self.workdir / LOG_NAME
         self.pid: int | None = None  # of the latest process, kept after it stops
         self.returncode: int | None = None
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: Child | None = None
         self._ps: psutil.Process | None = None
         self._children: dict[int, psutil.Process] = {}
         self._follower = LogFollower(self.log_path, spec.logs, history)
@@ -455,7 +445,7 @@ class Target:
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._process is not None and self._process.running
 
     @property
     def paused(self) -> bool:
@@ -515,7 +505,7 @@ class Target:
         process = self._process
         if process is None:
             return
-        if process.poll() is None:
+        if process.running:
             self._stopping = True
             self.history.record("target", event="stopping", pid=process.pid, code=None)
             await self._terminate(process, timeout)
@@ -531,9 +521,9 @@ class Target:
         process = self._require_running("kill")
         self._stopping = True
         self.history.record("target", event="killed", pid=process.pid, code=None)
-        self._signal(signal.SIGKILL)
-        await _exited_within(process, KILL_WAIT)
-        self._signal_group_leftovers(process)
+        process.signal(signal.SIGKILL, group=True)
+        await process.wait(KILL_WAIT)
+        process.kill_group()
         await self._finish()
         self.returncode = process.returncode
         self._process = None
@@ -542,14 +532,14 @@ class Target:
         """SIGSTOP the target's process group: it holds its sockets but answers nothing."""
         process = self._require_running("pause")
         if not self._paused:
-            self._signal(signal.SIGSTOP)
+            process.signal(signal.SIGSTOP, group=True)
             self._paused = True
             self.history.record("target", event="paused", pid=process.pid, code=None)
 
     async def resume(self) -> None:
         process = self._require_running("resume")
         if self._paused:
-            self._signal(signal.SIGCONT)
+            process.signal(signal.SIGCONT, group=True)
             self._paused = False
             self.history.record("target", event="resumed", pid=process.pid, code=None)
 
@@ -625,10 +615,8 @@ class Target:
             if not self._started_once:
                 self._follower.offset = self._log_start  # lines of an earlier run are not this run's
             try:
-                self._process = subprocess.Popen(
-                    command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                    env=env, cwd=self.spec.cwd, start_new_session=True,
-                )  # fmt: skip
+                self._process = start_child(command, name=f"target {self.spec.name}", output=log_file, env=env,
+                                            cwd=self.spec.cwd, die_with_parent=signal.SIGTERM)  # fmt: skip
             except OSError as exc:
                 raise self._launch_error(command[0], exc) from exc
         self._started_once = True
@@ -656,7 +644,7 @@ class Target:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.spec.ready.timeout
         while True:
-            code = self._process.poll()
+            code = self._process.returncode
             if code is not None:
                 self._follower.read(final=True)
                 raise self._exited_error(code)
@@ -744,33 +732,15 @@ class Target:
 
     # -- stopping -------------------------------------------------------------------------------
 
-    def _require_running(self, action: str) -> subprocess.Popen[bytes]:
-        if self._process is None or self._process.poll() is not None:
+    def _require_running(self, action: str) -> Child:
+        if self._process is None or not self._process.running:
             raise TargetError(f"cannot {action} target {self.spec.name}: it is not running")
         return self._process
 
-    def _signal(self, sig: signal.Signals) -> None:
-        """Signal the target's process group (its id is the pid we started), while it is unreaped."""
-        if self._process is not None and self._process.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self._process.pid, sig)
-
-    def _signal_group_leftovers(self, process: subprocess.Popen[bytes]) -> None:
-        """SIGKILL children the leader left behind (while any is alive the group id cannot be reused)."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-
-    async def _terminate(self, process: subprocess.Popen[bytes], timeout: float) -> None:
-        self._signal(signal.SIGTERM)
-        if self._paused:
-            self._signal(signal.SIGCONT)  # a stopped process only acts on SIGTERM once it runs
-            self._paused = False
-        if not await _exited_within(process, timeout):
-            log.warning("target %s (pid %d) ignored SIGTERM for %g s; killing it", self.spec.name, process.pid, timeout)
-            self._signal(signal.SIGKILL)
-            if not await _exited_within(process, KILL_WAIT):
-                log.error("target %s (pid %d) did not die after SIGKILL", self.spec.name, process.pid)
-        self._signal_group_leftovers(process)
+    async def _terminate(self, process: Child, timeout: float) -> None:
+        resume, self._paused = self._paused, False
+        await process.stop(timeout, group=True, resume=resume)
+        process.kill_group()  # children the target left behind
 
     async def _finish(self) -> None:
         """Stop the background tasks and record the last log lines."""
@@ -800,7 +770,7 @@ class Target:
         while True:
             next_at += SAMPLE_INTERVAL
             await asyncio.sleep(max(0.0, next_at - loop.time()))
-            if self._process is None or self._process.poll() is not None:
+            if self._process is None or not self._process.running:
                 self._record_exit()
                 return
             clients, values = await self._fetch_metrics()
