@@ -43,7 +43,6 @@ import random
 import resource
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -57,6 +56,7 @@ import psutil
 from harness.errors import HarnessError
 from harness.feed import Feed
 from harness.history import History
+from harness.process import Child, start_child
 from harness.target import Target, TargetSpec
 from harness.toxiproxy import Proxy, Toxiproxy, ToxiproxyServer
 
@@ -439,7 +439,7 @@ class LocustRun:
         self.returncode: int | None = None
         self.samples: list[dict[str, Any]] = []
         self.summary: dict[str, Any] | None = None
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: Child | None = None
         self._tracked: dict[int, psutil.Process] = {}
         self._reader = StatsHistoryReader(self.reports.history_csv)
         self._sampler: asyncio.Task[None] | None = None
@@ -455,7 +455,7 @@ class LocustRun:
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._process is not None and self._process.running
 
     def command(self) -> list[str]:
         return locust_command(self.spec, self.host, self.reports, role=self.role, master_port=self.master_port,
@@ -479,7 +479,7 @@ class LocustRun:
         if self.role != "worker":
             self._sampler = asyncio.create_task(self._sample_loop(), name="locust-sampler")
 
-    def _launch(self, command: list[str]) -> subprocess.Popen[bytes]:
+    def _launch(self, command: list[str]) -> Child:
         """Locust in a session (and process group) of its own: a Ctrl-C at the terminal reaches only the
         harness, which then stops Locust by pid."""
         control = self.reports.control if self.controllable else None
@@ -487,10 +487,8 @@ class LocustRun:
         env = locust_env(self.spec, self.ws_path, self.shape, control, connections)
         with self.reports.log.open("ab") as log:
             try:
-                return subprocess.Popen(
-                    command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                    cwd=self.reports.directory, start_new_session=True,
-                )  # fmt: skip
+                return start_child(command, name=f"Locust ({self.role})", output=log, env=env,
+                                   cwd=self.reports.directory, die_with_parent=signal.SIGTERM)  # fmt: skip
             except OSError as exc:
                 raise LoadError(f"cannot run Locust ({command[0]} -m locust): {exc}") from exc
 
@@ -537,7 +535,7 @@ class LocustRun:
         return True
 
     def returncode_now(self) -> int | None:
-        return None if self._process is None else self._process.poll()
+        return None if self._process is None else self._process.returncode
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -548,38 +546,22 @@ class LocustRun:
 
     async def stop(self) -> None:
         """SIGTERM by pid (Locust writes its reports), SIGKILL if it lingers, then any leftover
-        process of its group by pid; records the summary. Safe to call twice, and when cancelled."""
+        process of its group by group id; records the summary. Safe to call twice, and when cancelled."""
         process = self._process
         if process is None or self._finished:
             return
         self._finished = True
         try:
-            await self._terminate(process)
+            await process.stop(STOP_GRACE, kill_wait=KILL_WAIT)
         finally:
-            self._kill_leftovers()
+            process.kill_group()  # worker processes it forked and left behind
             await self._stop_sampler()
             self.returncode = process.returncode
             self._record("exited", code=self.returncode)
             self._final()
 
-    async def _terminate(self, process: subprocess.Popen[bytes]) -> None:
-        if process.poll() is not None:
-            return
-        self._track()
-        _signal(process, signal.SIGTERM)
-        try:
-            if await _exited_within(process, STOP_GRACE):
-                return
-        except asyncio.CancelledError:  # no time left to be gentle: never leave it running
-            _signal(process, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(KILL_WAIT)
-            raise
-        _signal(process, signal.SIGKILL)
-        await _exited_within(process, KILL_WAIT)
-
     def _track(self) -> None:
-        """Remember Locust's processes (the forked workers too), to stop each one by pid."""
+        """Remember Locust's processes (the forked workers too), to measure each one's CPU."""
         if self._process is None:
             return
         with contextlib.suppress(psutil.Error):
@@ -588,12 +570,6 @@ class LocustRun:
                 if p.pid not in self._tracked:
                     p.cpu_percent(None)  # the first call sets the baseline
                     self._tracked[p.pid] = p
-
-    def _kill_leftovers(self) -> None:
-        for p in self._tracked.values():
-            with contextlib.suppress(psutil.Error):
-                if p.is_running():  # also checks the pid was not reused since
-                    p.kill()
 
     def cpu(self) -> dict[str, float]:
         """CPU percent of each live Locust process since the last call, by pid."""
@@ -661,21 +637,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
-
-
-def _signal(process: subprocess.Popen[bytes], signum: int) -> None:
-    if process.poll() is None:  # also reaps it, so the pid cannot have been reused
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signum)
-
-
-async def _exited_within(process: subprocess.Popen[bytes], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while process.poll() is None:
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
 
 
 # ---------------------------------------------------------------------------------------------
