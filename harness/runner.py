@@ -249,9 +249,22 @@ async def start_load(run: Run, stack: AsyncExitStack, run_id: str, out_dir: Path
 
 async def scenario_proxy(run: Run, stack: AsyncExitStack, name: str) -> Proxy:
     """A proxy to the target, deleted when the scenario ends."""
-    proxy = await run.toxiproxy.create_proxy(name, f"{run.target.host}:{run.target.port}")
-    stack.push_async_callback(run.toxiproxy.delete_proxy, proxy.name)
+    return await target_proxy(run.toxiproxy, run.target, stack, name)
+
+
+async def target_proxy(toxiproxy: Toxiproxy, target: Target, stack: AsyncExitStack, name: str) -> Proxy:
+    """A proxy to the target, deleted when ``stack`` closes."""
+    proxy = await toxiproxy.create_proxy(name, f"{target.host}:{target.port}")
+    stack.push_async_callback(toxiproxy.delete_proxy, proxy.name)
     return proxy
+
+
+async def start_feed(target: Target, history: History, rate: float, rng: random.Random, stack: AsyncExitStack) -> Feed:
+    """The target's feed at ``rate`` events a second, stopped when ``stack`` closes."""
+    feed = Feed(target.spec, target.workdir, history, rate, rng)
+    stack.push_async_callback(feed.stop)
+    await feed.start()
+    return feed
 
 
 async def create_proxies(run: Run, stack: AsyncExitStack, run_id: str) -> Proxy:
@@ -276,9 +289,7 @@ async def execute(run: Run, out_dir: Path, progress: Progress, phases: dict[str,
         await start_cohorts(run, stack, out_dir)
         await start_load(run, stack, run_id, out_dir, progress)
         phases["setup_s"] = time.monotonic() - mark
-        feed = Feed(run.target.spec, run.target.workdir, run.history, scenario.feed_rate, run.rng("feed"))
-        stack.push_async_callback(feed.stop)
-        await feed.start()
+        feed = await start_feed(run.target, run.history, scenario.feed_rate, run.rng("feed"), stack)
         async with background(probe_liveness(run, liveness_proxy), sample_harness_cpu(run)):
             mark = time.monotonic()
             run.history.record("step", name="steady_before", detail=scenario.steady_state)
