@@ -34,7 +34,8 @@ from typing import Any
 import psutil
 from common import append_results, evictions, parse_metrics, table
 
-from harness.load import LoadSpec, LocustRun, Stage, parse_mix, stage
+from harness.load import LoadSpec, LocustRun, parse_mix
+from harness.loadtest import Stage, stage
 from harness.target import bundled_monitor
 
 CPU_SATURATED = 90.0

@@ -24,9 +24,8 @@ from harness.load import (
     MAX_USERS,
     LoadSpec,
     parse_mix,
-    run_plain_load,
-    summary_lines,
 )
+from harness.loadtest import run_plain_load, summary_lines
 from harness.runner import ScenarioResult, run_scenario
 from harness.scenario import Scenario, discover, load
 from harness.target import TargetSpec, bundled_monitor, load_target

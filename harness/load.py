@@ -39,26 +39,21 @@ import io
 import json
 import math
 import os
-import random
 import resource
 import signal
-import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from harness.errors import HarnessError
-from harness.feed import Feed
 from harness.history import History
 from harness.process import Child, start_child
-from harness.target import Target, TargetSpec
-from harness.toxiproxy import Proxy, Toxiproxy, ToxiproxyServer
+from harness.target import free_port
 
 if TYPE_CHECKING:
     from harness.checkers import CheckContext, Verdict
@@ -633,12 +628,6 @@ class LocustRun:
             self.history.record("locust", phase=phase, role=self.role, **fields)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
 # ---------------------------------------------------------------------------------------------
 # The load checker
 
@@ -708,103 +697,3 @@ def load_summary(out: dict[str, Any]) -> str:
     received = f"{out.get('peak_users', 0)} Locust users received {out.get('batches', 0)} batches"
     failed = f"{out.get('failures', 0)} failures, {out.get('gaps', 0)} missed"
     return f"{received} ({out.get('rps', 0):g}/s{latency}), {failed}"
-
-
-# ---------------------------------------------------------------------------------------------
-# A plain load test: the target behind Toxiproxy, the feed on, Locust's users through one proxy
-
-
-@dataclass
-class Stage:
-    """What a plain load test runs besides Locust: the history, Toxiproxy, the target, its proxy, the feed."""
-
-    history: History
-    server: ToxiproxyServer
-    target: Target
-    proxy: Proxy
-    feed: Feed
-
-    @property
-    def host(self) -> str:
-        return f"http://{self.proxy.listen}"
-
-
-@asynccontextmanager
-async def stage(target_spec: TargetSpec, run_dir: Path, *, feed_rate: float = 200.0, seed: int = 0,
-                params: Mapping[str, Any] | None = None) -> AsyncIterator[Stage]:  # fmt: skip
-    """Start Toxiproxy, the target and a ``load`` proxy in front of it, and the feed; stop them all on the way out."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    history = History(run_dir / "history.jsonl")
-    try:
-        async with ToxiproxyServer(run_dir) as server:
-            assert server.url is not None
-            async with Toxiproxy(server.url) as toxiproxy:
-                target = Target(target_spec, run_dir / "target", history, params=params)
-                async with target:
-                    proxy = await toxiproxy.create_proxy(LOAD_COHORT, f"{target.host}:{target.port}")
-                    feed = Feed(target_spec, target.workdir, history, feed_rate, random.Random(f"{seed}:feed"))
-                    await feed.start()
-                    try:
-                        yield Stage(history, server, target, proxy, feed)
-                    finally:
-                        await feed.stop()
-    finally:
-        history.close()
-
-
-@dataclass
-class LoadResult:
-    run_dir: Path
-    summary: dict[str, Any] | None
-    verdict: Verdict
-    ended_by_itself: bool
-
-    def to_json(self) -> dict[str, Any]:
-        return {"run_dir": str(self.run_dir), "summary": self.summary, "verdict": self.verdict.to_json(),
-                "ended_by_itself": self.ended_by_itself}  # fmt: skip
-
-
-async def run_plain_load(
-    target_spec: TargetSpec,
-    spec: LoadSpec,
-    run_dir: Path,
-    *,
-    feed_rate: float = 200.0,
-    seed: int = 0,
-    checks: dict[str, Any] | None = None,
-    progress: Callable[[str], None] = lambda _: None,
-) -> LoadResult:
-    """A load test of its own: Locust's users for ``spec.time_s`` against the target, its reports in
-    ``run_dir`` (locust.html, locust.json, locust_*.csv), judged by ``check_load`` with ``checks``."""
-    from harness.checkers import CheckContext
-
-    async with stage(target_spec, run_dir, feed_rate=feed_rate, seed=seed) as staged:
-        progress(f"{target_spec.name} on {staged.target.host}:{staged.target.port}, behind proxy {staged.proxy.listen}")
-        locust = LocustRun(spec, staged.host, run_dir, history=staged.history, ws_path=target_spec.ws_path,
-                           shape=target_spec.messages)  # fmt: skip
-        async with locust:
-            progress(f"Locust: {spec.users} users at {spec.spawn_rate:g}/s for {spec.time_s:g}s ({spec.mix_text()})")
-            await locust.ramp_up()
-            progress("all users running")
-            ended = await locust.wait(spec.time_s + EXIT_MARGIN)
-        verdict = check_load(CheckContext(history=staged.history), dict(checks or {}))
-    result = LoadResult(run_dir, locust.summary, verdict, ended)
-    (run_dir / "load.json").write_text(json.dumps({"spec": asdict(spec), **result.to_json()}, indent=2, default=str))
-    return result
-
-
-def summary_lines(summary: dict[str, Any] | None) -> list[str]:
-    """The figures a person reads first."""
-    if not summary:
-        return ["Locust wrote no summary (see locust.log)"]
-    return [
-        f"users (peak)        {summary['peak_users']}",
-        f"batches received    {summary['batches']} ({summary['rps']:g}/s over {summary['duration_s']:g}s)",
-        f"delivery latency    p50 {summary['p50']} ms, p90 {summary['p90']} ms, p99 {summary['p99']} ms, "
-        f"max {summary['max_ms']} ms",
-        f"connects            {summary['connects']} ({summary['connect_failures']} failed), "
-        f"{summary['disconnects']} unexpected disconnects",
-        f"failures            {summary['failures']} of {summary['requests']} requests",
-        f"missed batches      {summary['gaps']} in {summary['gap_events']} seq gaps",
-        f"Locust CPU (peak)   {summary['peak_cpu']:g}% of a core, one process",
-    ]

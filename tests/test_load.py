@@ -36,9 +36,9 @@ from harness.load import (
     histogram_quantile,
     locust_command,
     parse_mix,
-    stage,
     summarize,
 )
+from harness.loadtest import stage
 from harness.runner import run_scenario
 from harness.scenario import ScenarioError, discover, load, parse
 from harness.target import bundled_monitor
