@@ -36,7 +36,7 @@ from common import append_results, evictions, parse_metrics, table
 
 from harness.load import LoadSpec, LocustRun, parse_mix
 from harness.loadtest import Stage, stage
-from harness.target import bundled_monitor
+from harness.targetspec import bundled_monitor
 
 CPU_SATURATED = 90.0
 

@@ -28,7 +28,7 @@ from harness.load import (
 from harness.loadtest import run_plain_load, summary_lines
 from harness.runner import ScenarioResult, run_scenario
 from harness.scenario import Scenario, discover, load
-from harness.target import TargetSpec, bundled_monitor, load_target
+from harness.targetspec import TargetSpec, bundled_monitor, load_target
 from harness.toxiproxy import running_toxiproxy
 
 STATUS_COLOURS = {"pass": "green", "fail": "red", "error": "yellow", "unreliable": "yellow", "skipped": "cyan"}

@@ -18,7 +18,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.history import History
-from harness.target import TargetSpec
+from harness.targetspec import TargetSpec
 from monitor.logparse import format_line
 
 log = logging.getLogger(__name__)

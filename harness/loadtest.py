@@ -19,7 +19,8 @@ from harness.feed import Feed
 from harness.history import History
 from harness.load import EXIT_MARGIN, LOAD_COHORT, LoadSpec, LocustRun
 from harness.runner import start_feed, target_proxy
-from harness.target import Target, TargetSpec
+from harness.target import Target
+from harness.targetspec import TargetSpec
 from harness.toxiproxy import Proxy, ToxiproxyServer, running_toxiproxy
 
 if TYPE_CHECKING:

@@ -17,7 +17,8 @@ from harness.faults import Fault, FaultContext, make_fault
 from harness.history import History
 from harness.runner import ScenarioResult, message_shape, run_scenario
 from harness.scenario import FaultSpec, load
-from harness.target import Target, TargetSpec, bundled_monitor, load_target
+from harness.target import Target
+from harness.targetspec import TargetSpec, bundled_monitor, load_target
 from harness.toxiproxy import Toxiproxy, running_toxiproxy
 
 

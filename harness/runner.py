@@ -30,7 +30,8 @@ from harness.feed import Feed
 from harness.history import History
 from harness.load import LocustRun
 from harness.scenario import CohortSpec, Scenario
-from harness.target import Target, TargetSpec
+from harness.target import Target
+from harness.targetspec import TargetSpec
 from harness.toxiproxy import Proxy, Toxiproxy
 
 log = logging.getLogger("harness.runner")

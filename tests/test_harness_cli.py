@@ -18,7 +18,7 @@ import pytest
 from harness.history import History
 from harness.runner import run_scenario
 from harness.scenario import discover, load
-from harness.target import load_target
+from harness.targetspec import load_target
 from harness.toxiproxy import Toxiproxy, ToxiproxyServer
 
 pytestmark = pytest.mark.integration

@@ -41,7 +41,7 @@ from harness.load import (
 from harness.loadtest import stage
 from harness.runner import run_scenario
 from harness.scenario import ScenarioError, discover, load, parse
-from harness.target import bundled_monitor
+from harness.targetspec import bundled_monitor
 from harness.toxiproxy import Toxiproxy, ToxiproxyServer
 from tests.mutants.matrix import mutant_target
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from harness.runner import ScenarioResult, run_scenario
 from harness.scenario import discover, load
-from harness.target import TargetSpec, bundled_monitor
+from harness.targetspec import TargetSpec, bundled_monitor
 from harness.toxiproxy import running_toxiproxy
 from tests.mutants.mutants import MUTANTS
 
