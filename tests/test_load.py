@@ -42,7 +42,7 @@ from harness.loadtest import stage
 from harness.runner import run_scenario
 from harness.scenario import ScenarioError, discover, load, parse
 from harness.targetspec import bundled_monitor
-from harness.toxiproxy import Toxiproxy, ToxiproxyServer
+from harness.toxiproxy import running_toxiproxy
 from tests.mutants.matrix import mutant_target
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -476,10 +476,8 @@ CAUGHT_UNDER_LOAD = [
 
 
 async def run_loaded(name: str, target: Any, out: Path, seed: int) -> Any:
-    async with ToxiproxyServer(out) as server:
-        assert server.url is not None
-        async with Toxiproxy(server.url) as toxiproxy:
-            return await run_scenario(load(discover([name])[0]), target, toxiproxy, out / name, seed)
+    async with running_toxiproxy(out) as toxiproxy:
+        return await run_scenario(load(discover([name])[0]), target, toxiproxy, out / name, seed)
 
 
 @pytest.mark.integration
