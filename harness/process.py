@@ -9,7 +9,8 @@ however it dies (even by SIGKILL), so a crashed harness leaves nothing running. 
 ``prctl(PR_SET_DEATHSIG)`` in ``preexec_fn``, with two limits: the signal reaches the child only
 (not its own children: a child that forks should stop those when it gets SIGTERM), and it fires when
 the *thread* that started the child ends, so it is only set up from the main thread; elsewhere the
-child is started without it.
+child is started without it. It is optional because a ``preexec_fn`` makes ``subprocess`` fork and
+run Python code in the child before ``exec``, instead of its faster ``vfork``/``posix_spawn`` path.
 """
 
 from __future__ import annotations
