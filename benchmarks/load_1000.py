@@ -34,9 +34,10 @@ from typing import Any
 import psutil
 from common import append_results, evictions, parse_metrics, table
 
-from harness.load import LocustRun, Stage, stage
+from harness.load import LocustRun
 from harness.loadspec import LoadSpec, parse_mix
-from harness.target import bundled_monitor
+from harness.loadtest import Stage, stage
+from harness.targetspec import bundled_monitor
 
 CPU_SATURATED = 90.0
 

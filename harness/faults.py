@@ -371,7 +371,7 @@ class Churn(Fault):
 
     async def _churn(self, ctx: FaultContext) -> None:
         proxy = self.proxy(ctx)
-        url = f"http://{proxy.listen_host}:{proxy.listen_port}{ctx.target.spec.ws_path}"
+        url = proxy.url(ctx.target.spec.ws_path)
         for i in range(self.params["max_clients"]):
             client = ProbeClient(
                 f"{self.spec.cohort}-churn-{i}",

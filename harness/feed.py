@@ -19,7 +19,7 @@ from typing import Any
 from harness.errors import HarnessError
 from harness.history import History
 from harness.storagenode import format_line
-from harness.target import TargetSpec
+from harness.targetspec import TargetSpec
 
 log = logging.getLogger(__name__)
 

@@ -39,29 +39,21 @@ import io
 import json
 import math
 import os
-import random
 import resource
 import signal
-import socket
-import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psutil
 
-from harness.feed import Feed
 from harness.history import History
 from harness.loadspec import LoadError, LoadSpec, bound_problems
-from harness.target import Target, TargetSpec
-from harness.toxiproxy import Proxy, Toxiproxy, ToxiproxyServer
-
-if TYPE_CHECKING:
-    from harness.checkers import Verdict
+from harness.process import Child, start_child
+from harness.target import free_port
 
 LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -373,7 +365,7 @@ class LocustRun:
         self.returncode: int | None = None
         self.samples: list[dict[str, Any]] = []
         self.summary: dict[str, Any] | None = None
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: Child | None = None
         self._tracked: dict[int, psutil.Process] = {}
         self._reader = StatsHistoryReader(self.reports.history_csv)
         self._sampler: asyncio.Task[None] | None = None
@@ -389,7 +381,7 @@ class LocustRun:
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._process is not None and self._process.running
 
     def command(self) -> list[str]:
         return locust_command(self.spec, self.host, self.reports, role=self.role, master_port=self.master_port,
@@ -413,7 +405,7 @@ class LocustRun:
         if self.role != "worker":
             self._sampler = asyncio.create_task(self._sample_loop(), name="locust-sampler")
 
-    def _launch(self, command: list[str]) -> subprocess.Popen[bytes]:
+    def _launch(self, command: list[str]) -> Child:
         """Locust in a session (and process group) of its own: a Ctrl-C at the terminal reaches only the
         harness, which then stops Locust by pid."""
         control = self.reports.control if self.controllable else None
@@ -421,10 +413,8 @@ class LocustRun:
         env = locust_env(self.spec, self.ws_path, self.shape, control, connections)
         with self.reports.log.open("ab") as log:
             try:
-                return subprocess.Popen(
-                    command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                    cwd=self.reports.directory, start_new_session=True,
-                )  # fmt: skip
+                return start_child(command, name=f"Locust ({self.role})", output=log, env=env,
+                                   cwd=self.reports.directory, die_with_parent=signal.SIGTERM)  # fmt: skip
             except OSError as exc:
                 raise LoadError(f"cannot run Locust ({command[0]} -m locust): {exc}") from exc
 
@@ -471,7 +461,7 @@ class LocustRun:
         return True
 
     def returncode_now(self) -> int | None:
-        return None if self._process is None else self._process.poll()
+        return None if self._process is None else self._process.returncode
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -482,38 +472,22 @@ class LocustRun:
 
     async def stop(self) -> None:
         """SIGTERM by pid (Locust writes its reports), SIGKILL if it lingers, then any leftover
-        process of its group by pid; records the summary. Safe to call twice, and when cancelled."""
+        process of its group by group id; records the summary. Safe to call twice, and when cancelled."""
         process = self._process
         if process is None or self._finished:
             return
         self._finished = True
         try:
-            await self._terminate(process)
+            await process.stop(STOP_GRACE, kill_wait=KILL_WAIT)
         finally:
-            self._kill_leftovers()
+            process.kill_group()  # worker processes it forked and left behind
             await self._stop_sampler()
             self.returncode = process.returncode
             self._record("exited", code=self.returncode)
             self._final()
 
-    async def _terminate(self, process: subprocess.Popen[bytes]) -> None:
-        if process.poll() is not None:
-            return
-        self._track()
-        _signal(process, signal.SIGTERM)
-        try:
-            if await _exited_within(process, STOP_GRACE):
-                return
-        except asyncio.CancelledError:  # no time left to be gentle: never leave it running
-            _signal(process, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(KILL_WAIT)
-            raise
-        _signal(process, signal.SIGKILL)
-        await _exited_within(process, KILL_WAIT)
-
     def _track(self) -> None:
-        """Remember Locust's processes (the forked workers too), to stop each one by pid."""
+        """Remember Locust's processes (the forked workers too), to measure each one's CPU."""
         if self._process is None:
             return
         with contextlib.suppress(psutil.Error):
@@ -522,12 +496,6 @@ class LocustRun:
                 if p.pid not in self._tracked:
                     p.cpu_percent(None)  # the first call sets the baseline
                     self._tracked[p.pid] = p
-
-    def _kill_leftovers(self) -> None:
-        for p in self._tracked.values():
-            with contextlib.suppress(psutil.Error):
-                if p.is_running():  # also checks the pid was not reused since
-                    p.kill()
 
     def cpu(self) -> dict[str, float]:
         """CPU percent of each live Locust process since the last call, by pid."""
@@ -591,122 +559,4 @@ class LocustRun:
             self.history.record("locust", phase=phase, role=self.role, **fields)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
-def _signal(process: subprocess.Popen[bytes], signum: int) -> None:
-    if process.poll() is None:  # also reaps it, so the pid cannot have been reused
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signum)
-
-
-async def _exited_within(process: subprocess.Popen[bytes], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while process.poll() is None:
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
-
-
 # ---------------------------------------------------------------------------------------------
-# A plain load test: the target behind Toxiproxy, the feed on, Locust's users through one proxy
-
-
-@dataclass
-class Stage:
-    """What a plain load test runs besides Locust: the history, Toxiproxy, the target, its proxy, the feed."""
-
-    history: History
-    server: ToxiproxyServer
-    target: Target
-    proxy: Proxy
-    feed: Feed
-
-    @property
-    def host(self) -> str:
-        return f"http://{self.proxy.listen}"
-
-
-@asynccontextmanager
-async def stage(target_spec: TargetSpec, run_dir: Path, *, feed_rate: float = 200.0, seed: int = 0,
-                params: Mapping[str, Any] | None = None) -> AsyncIterator[Stage]:  # fmt: skip
-    """Start Toxiproxy, the target and a ``load`` proxy in front of it, and the feed; stop them all on the way out."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    history = History(run_dir / "history.jsonl")
-    try:
-        async with ToxiproxyServer(run_dir) as server:
-            assert server.url is not None
-            async with Toxiproxy(server.url) as toxiproxy:
-                target = Target(target_spec, run_dir / "target", history, params=params)
-                async with target:
-                    proxy = await toxiproxy.create_proxy(LOAD_COHORT, f"{target.host}:{target.port}")
-                    feed = Feed(target_spec, target.workdir, history, feed_rate, random.Random(f"{seed}:feed"))
-                    await feed.start()
-                    try:
-                        yield Stage(history, server, target, proxy, feed)
-                    finally:
-                        await feed.stop()
-    finally:
-        history.close()
-
-
-@dataclass
-class LoadResult:
-    run_dir: Path
-    summary: dict[str, Any] | None
-    verdict: Verdict
-    ended_by_itself: bool
-
-    def to_json(self) -> dict[str, Any]:
-        return {"run_dir": str(self.run_dir), "summary": self.summary, "verdict": self.verdict.to_json(),
-                "ended_by_itself": self.ended_by_itself}  # fmt: skip
-
-
-async def run_plain_load(
-    target_spec: TargetSpec,
-    spec: LoadSpec,
-    run_dir: Path,
-    *,
-    feed_rate: float = 200.0,
-    seed: int = 0,
-    checks: dict[str, Any] | None = None,
-    progress: Callable[[str], None] = lambda _: None,
-) -> LoadResult:
-    """A load test of its own: Locust's users for ``spec.time_s`` against the target, its reports in
-    ``run_dir`` (locust.html, locust.json, locust_*.csv), judged by ``check_load`` with ``checks``."""
-    from harness.checkers import CheckContext, check_load
-
-    async with stage(target_spec, run_dir, feed_rate=feed_rate, seed=seed) as staged:
-        progress(f"{target_spec.name} on {staged.target.host}:{staged.target.port}, behind proxy {staged.proxy.listen}")
-        locust = LocustRun(spec, staged.host, run_dir, history=staged.history, ws_path=target_spec.ws_path,
-                           shape=target_spec.messages)  # fmt: skip
-        async with locust:
-            progress(f"Locust: {spec.users} users at {spec.spawn_rate:g}/s for {spec.time_s:g}s ({spec.mix_text()})")
-            await locust.ramp_up()
-            progress("all users running")
-            ended = await locust.wait(spec.time_s + EXIT_MARGIN)
-        verdict = check_load(CheckContext(history=staged.history), dict(checks or {}))
-    result = LoadResult(run_dir, locust.summary, verdict, ended)
-    (run_dir / "load.json").write_text(json.dumps({"spec": asdict(spec), **result.to_json()}, indent=2, default=str))
-    return result
-
-
-def summary_lines(summary: dict[str, Any] | None) -> list[str]:
-    """The figures a person reads first."""
-    if not summary:
-        return ["Locust wrote no summary (see locust.log)"]
-    return [
-        f"users (peak)        {summary['peak_users']}",
-        f"batches received    {summary['batches']} ({summary['rps']:g}/s over {summary['duration_s']:g}s)",
-        f"delivery latency    p50 {summary['p50']} ms, p90 {summary['p90']} ms, p99 {summary['p99']} ms, "
-        f"max {summary['max_ms']} ms",
-        f"connects            {summary['connects']} ({summary['connect_failures']} failed), "
-        f"{summary['disconnects']} unexpected disconnects",
-        f"failures            {summary['failures']} of {summary['requests']} requests",
-        f"missed batches      {summary['gaps']} in {summary['gap_events']} seq gaps",
-        f"Locust CPU (peak)   {summary['peak_cpu']:g}% of a core, one process",
-    ]

@@ -30,7 +30,8 @@ from harness.feed import Feed
 from harness.history import History
 from harness.load import LocustRun
 from harness.scenario import CohortSpec, Scenario
-from harness.target import Target, TargetSpec
+from harness.target import Target
+from harness.targetspec import TargetSpec
 from harness.toxiproxy import Proxy, Toxiproxy
 
 log = logging.getLogger("harness.runner")
@@ -116,7 +117,7 @@ def build_client(spec: CohortSpec, index: int, run: Run) -> ProbeClient | StuckC
             name, spec.name, proxy.listen_host, proxy.listen_port, path, run.history,
             answer_heartbeats=spec.kind == "stuck_pong", rcvbuf=spec.rcvbuf or 4096,
         )  # fmt: skip
-    url = f"http://{proxy.listen_host}:{proxy.listen_port}{path}"
+    url = proxy.url(path)
     return ProbeClient(
         name, spec.name, url, run.history, message_shape(run.target.spec),
         reconnect=spec.reconnect, rcvbuf=spec.rcvbuf, session=run.session, rng=run.rng(f"client:{name}"),
@@ -126,7 +127,7 @@ def build_client(spec: CohortSpec, index: int, run: Run) -> ProbeClient | StuckC
 async def probe_liveness(run: Run, proxy: Proxy) -> None:
     """Every second: can a new client connect and get init? Does the health check answer?"""
     shape = message_shape(run.target.spec)
-    url = f"http://{proxy.listen_host}:{proxy.listen_port}{run.target.spec.ws_path}"
+    url = proxy.url(run.target.spec.ws_path)
     while True:
         await asyncio.sleep(PROBE_INTERVAL)
         started = time.monotonic()
@@ -220,7 +221,7 @@ async def start_cohorts(run: Run, stack: AsyncExitStack, out_dir: Path | None = 
 def build_browser_cohort(spec: CohortSpec, run: Run, out_dir: Path | None) -> browser.BrowserCohort:
     """Dashboard pages in one headless Chromium, each opening the target's page through the cohort's proxy."""
     proxy = run.proxies[spec.name]
-    url = f"http://{proxy.listen_host}:{proxy.listen_port}/"
+    url = proxy.url("/")
     shots = out_dir / "screenshots" if out_dir is not None else None
     return browser.build_cohort(spec.name, spec.clients, url, run.history, shots)
 
@@ -238,7 +239,7 @@ async def start_load(run: Run, stack: AsyncExitStack, run_id: str, out_dir: Path
     if spec is None:
         return
     proxy = await scenario_proxy(run, stack, f"{run_id}-load")
-    run.load = LocustRun(spec, f"http://{proxy.listen}", out_dir / "load", history=run.history,
+    run.load = LocustRun(spec, proxy.url(""), out_dir / "load", history=run.history,
                          ws_path=run.target.spec.ws_path, shape=run.target.spec.messages,
                          controllable=True, track_connections=True)  # fmt: skip
     stack.push_async_callback(run.load.stop)
@@ -249,9 +250,22 @@ async def start_load(run: Run, stack: AsyncExitStack, run_id: str, out_dir: Path
 
 async def scenario_proxy(run: Run, stack: AsyncExitStack, name: str) -> Proxy:
     """A proxy to the target, deleted when the scenario ends."""
-    proxy = await run.toxiproxy.create_proxy(name, f"{run.target.host}:{run.target.port}")
-    stack.push_async_callback(run.toxiproxy.delete_proxy, proxy.name)
+    return await target_proxy(run.toxiproxy, run.target, stack, name)
+
+
+async def target_proxy(toxiproxy: Toxiproxy, target: Target, stack: AsyncExitStack, name: str) -> Proxy:
+    """A proxy to the target, deleted when ``stack`` closes."""
+    proxy = await toxiproxy.create_proxy(name, f"{target.host}:{target.port}")
+    stack.push_async_callback(toxiproxy.delete_proxy, proxy.name)
     return proxy
+
+
+async def start_feed(target: Target, history: History, rate: float, rng: random.Random, stack: AsyncExitStack) -> Feed:
+    """The target's feed at ``rate`` events a second, stopped when ``stack`` closes."""
+    feed = Feed(target.spec, target.workdir, history, rate, rng)
+    stack.push_async_callback(feed.stop)
+    await feed.start()
+    return feed
 
 
 async def create_proxies(run: Run, stack: AsyncExitStack, run_id: str) -> Proxy:
@@ -277,9 +291,7 @@ async def execute(run: Run, out_dir: Path, progress: Progress, phases: dict[str,
         await start_cohorts(run, stack, out_dir)
         await start_load(run, stack, run_id, out_dir, progress)
         phases["setup_s"] = time.monotonic() - mark
-        feed = Feed(run.target.spec, run.target.workdir, run.history, scenario.feed_rate, run.rng("feed"))
-        stack.push_async_callback(feed.stop)
-        await feed.start()
+        feed = await start_feed(run.target, run.history, scenario.feed_rate, run.rng("feed"), stack)
         async with background(probe_liveness(run, liveness_proxy), sample_harness_cpu(run)):
             mark = time.monotonic()
             run.history.record("step", name="steady_before", detail=scenario.steady_state)

@@ -1,9 +1,8 @@
-"""The server under test: its target file, its process, its logs and its metrics.
+"""The server under test, running: its process, its logs and its metrics.
 
-A target file (YAML, checked against ``target.schema.json``) says how to start a WebSocket server
-and how to watch it. ``Target`` runs one such server on a free loopback port, in a process group
-of its own, and records into the run's history what it does (``target``), what it logs (``log``)
-and what it reports (``metrics``). Everything it starts it stops, by pid.
+``Target`` runs the server a target file describes (``harness.targetspec``) on a free loopback
+port, in a process group of its own, and records into the run's history what it does (``target``),
+what it logs (``log``) and what it reports (``metrics``). Everything it starts it stops, by pid.
 """
 
 from __future__ import annotations
@@ -11,41 +10,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import json
 import logging
 import os
 import re
 import signal
 import socket
 import sqlite3
-import subprocess
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import jsonschema
 import psutil
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness.errors import HarnessError
 from harness.history import History
+from harness.process import Child, start_child
+from harness.targetspec import PROJECT_ROOT, LogSpec, TargetError, TargetSpec, expand
 
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-TARGETS_DIR = Path(__file__).resolve().parent / "targets"
-SCHEMA = json.loads((Path(__file__).parent / "target.schema.json").read_text(encoding="utf-8"))
-
-BUILTIN_PLACEHOLDERS = ("python", "host", "port", "workdir")
-PATH_PLACEHOLDERS = ("workdir",)  # all that feed files and the database path may use
-DEFAULT_LEVEL_REGEX = r"\b(?P<level>DEBUG|INFO|WARN(?:ING)?|ERROR|CRITICAL|FATAL|PANIC)\b"
-RAW_LEVEL = "RAW"
-
 LOG_NAME = "target.log"
 LOG_TAIL_LINES = 20
 MAX_LOG_LINE = 16 * 1024  # longer lines are cut in the history (the log file keeps them)
@@ -57,240 +43,14 @@ HEALTH_TIMEOUT = 1.0
 METRICS_TIMEOUT = 0.5
 KILL_WAIT = 5.0
 
-_PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # How servers say they could not bind: Python's OSError, Go's, Node's, and the monitor's own words.
 _PORT_IN_USE_RE = re.compile(r"address already in use|errno 98\b|eaddrinuse|port \d+ .*already in use", re.I)
-_HINT = "see harness/targets/monitor.yaml for a complete target file"
-
-
-class TargetError(HarnessError):
-    """A target file that cannot be used, or a target process that did not do what was asked."""
 
 
 class TargetPortInUse(TargetError):
     """The target's port was taken by another process."""
 
     default_hint = "another process holds that port: stop it, or let the harness pick another (a new Target)"
-
-
-# ---------------------------------------------------------------------------------------------
-# The target file
-
-
-@dataclass(frozen=True)
-class ReadySpec:
-    http: str | None = None  # a path answered with 2xx once ready
-    tcp: bool = False  # or: the port accepts connections
-    timeout: float = 15.0
-
-
-@dataclass(frozen=True)
-class LogSpec:
-    format: str = "text"  # json or text
-    level_field: str = "level"
-    message_field: str = "msg"
-    level_regex: str = DEFAULT_LEVEL_REGEX
-
-    def parse(self, line: str) -> tuple[str, str | None]:
-        """The line's level (RAW when it is not a log record) and, for JSON records, its message."""
-        if self.format == "json":
-            return self._parse_json(line)
-        match = re.search(self.level_regex, line)
-        if match is None or not match.group("level"):
-            return RAW_LEVEL, None
-        return match.group("level").upper(), None
-
-    def _parse_json(self, line: str) -> tuple[str, str | None]:
-        try:
-            record = json.loads(line)
-        except (ValueError, RecursionError):
-            return RAW_LEVEL, None
-        level = record.get(self.level_field) if isinstance(record, dict) else None
-        if not isinstance(level, str | int) or isinstance(level, bool):
-            return RAW_LEVEL, None
-        message = record.get(self.message_field)
-        return str(level).upper(), message if isinstance(message, str) else None
-
-
-@dataclass(frozen=True)
-class MetricsSpec:
-    path: str = "/metrics"
-    clients: str | None = None  # the gauge giving the registry size
-
-
-@dataclass(frozen=True)
-class FeedSpec:
-    kind: str
-    files: dict[str, str]  # node name: file template ({workdir} only)
-
-    def paths(self, workdir: Path) -> dict[str, Path]:
-        return {node: workdir_path(template, workdir) for node, template in self.files.items()}
-
-
-@dataclass(frozen=True)
-class PersistenceSpec:
-    sqlite: str  # file template ({workdir} only)
-    query: str  # one fed id a row, in the first column
-
-    def db_path(self, workdir: Path) -> Path:
-        return workdir_path(self.sqlite, workdir)
-
-
-@dataclass(frozen=True)
-class TargetSpec:
-    name: str
-    command: list[str]
-    params: dict[str, Any] = field(default_factory=dict)
-    env: dict[str, str] = field(default_factory=dict)
-    ws_path: str = "/ws"
-    ready: ReadySpec = field(default_factory=ReadySpec)
-    logs: LogSpec = field(default_factory=LogSpec)
-    metrics: MetricsSpec | None = None
-    feed: FeedSpec | None = None
-    persistence: PersistenceSpec | None = None
-    # Overrides of the message shape (init_type, batch_type, seq, events, event_id, sent_at, epoch);
-    # harness.clients.MessageShape(**messages) reads the target's messages.
-    messages: dict[str, str] = field(default_factory=dict)
-    path: Path | None = None  # the file it came from
-    description: str = ""
-
-    @property
-    def cwd(self) -> Path:
-        """Where the command runs: the target file's directory."""
-        return self.path.parent if self.path is not None else Path.cwd()
-
-
-def load_target(path: str | Path) -> TargetSpec:
-    """Read and check a target file; a problem raises TargetError naming the file and the field."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TargetError(f"target file {path} does not exist", hint=f"bundled targets are in {TARGETS_DIR}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TargetError(f"cannot read target file {path}: {exc}") from exc
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise TargetError(f"{path}: not valid YAML: {exc}", hint=_HINT) from exc
-    return parse_target(raw, str(path), path.resolve())
-
-
-def bundled_monitor() -> TargetSpec:
-    """The reference target: the monitor in this repository."""
-    return load_target(TARGETS_DIR / "monitor.yaml")
-
-
-def parse_target(raw: Any, source: str, path: Path | None = None) -> TargetSpec:
-    """Check a loaded document against the schema and the placeholder rules, and build the spec."""
-    errors = sorted(jsonschema.Draft202012Validator(SCHEMA).iter_errors(raw), key=lambda e: list(e.absolute_path))
-    if errors:
-        raise TargetError("\n".join(f"{source}: {_where(e.absolute_path)}: {e.message}" for e in errors[:10]), _HINT)
-    problems = _semantic_problems(raw)
-    if problems:
-        raise TargetError("\n".join(f"{source}: {where}: {problem}" for where, problem in problems), _HINT)
-    return _build(raw, path)
-
-
-def _where(parts: Any) -> str:
-    text = ""
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(top level)"
-
-
-def _semantic_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
-    params = raw.get("params") or {}
-    problems = [(f"params.{k}", f"{k!r} is a built-in placeholder") for k in params if k in BUILTIN_PLACEHOLDERS]
-    known = (*BUILTIN_PLACEHOLDERS, *params)
-    problems += _placeholder_problems("command", raw["command"], known)
-    problems += _placeholder_problems("env", raw.get("env") or {}, known)
-    problems += _placeholder_problems("feed.files", (raw.get("feed") or {}).get("files", {}), PATH_PLACEHOLDERS)
-    persistence = raw.get("persistence") or {}
-    problems += _placeholder_problems("persistence", {"sqlite": persistence.get("sqlite", "")}, PATH_PLACEHOLDERS)
-    problems += _ready_problems(raw.get("ready") or {})
-    problems += _logs_problems(raw.get("logs") or {})
-    return problems
-
-
-def _placeholder_problems(where: str, values: list[Any] | dict[str, Any], known: tuple[str, ...]) -> list:
-    items = enumerate(values) if isinstance(values, list) else values.items()
-    problems = []
-    for key, value in items:
-        for name in _PLACEHOLDER_RE.findall(str(value)):
-            if name not in known:
-                spot = f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}"
-                problems.append((spot, f"unknown placeholder {{{name}}} (known: {', '.join(sorted(known))})"))
-    return problems
-
-
-def _ready_problems(ready: dict[str, Any]) -> list[tuple[str, str]]:
-    if "http" in ready and "tcp" in ready:
-        return [("ready", "give either http (a path) or tcp: true, not both")]
-    if ready and "http" not in ready and "tcp" not in ready:
-        return [("ready", "give http (a path answered with 2xx when ready) or tcp: true")]
-    return []
-
-
-def _logs_problems(logs: dict[str, Any]) -> list[tuple[str, str]]:
-    if logs.get("format") == "json":
-        return [("logs.level_regex", "only for format: text")] if "level_regex" in logs else []
-    if "level_field" in logs or "message_field" in logs:
-        return [("logs", "level_field and message_field are only for format: json")]
-    if "level_regex" not in logs:
-        return []
-    try:
-        pattern = re.compile(logs["level_regex"])
-    except re.error as exc:
-        return [("logs.level_regex", f"does not compile: {exc}")]
-    if "level" not in pattern.groupindex:
-        return [("logs.level_regex", "needs a named group (?P<level>...)")]
-    return []
-
-
-def _build(raw: dict[str, Any], path: Path | None) -> TargetSpec:
-    def optional(key: str, cls: type) -> Any:
-        value = raw.get(key)
-        return None if value is None else cls(**value)
-
-    return TargetSpec(
-        name=raw["name"],
-        command=list(raw["command"]),
-        params=dict(raw.get("params") or {}),
-        env={k: _text(v) for k, v in (raw.get("env") or {}).items()},
-        ws_path=raw.get("ws_path", "/ws"),
-        ready=_ready(raw.get("ready")),
-        logs=LogSpec(**raw.get("logs", {})),
-        metrics=optional("metrics", MetricsSpec),
-        feed=optional("feed", FeedSpec),
-        persistence=optional("persistence", PersistenceSpec),
-        messages=dict(raw.get("messages") or {}),
-        path=path,
-        description=raw.get("description", ""),
-    )
-
-
-def _ready(raw: dict[str, Any] | None) -> ReadySpec:
-    """Without a ready section, a target is ready when its port accepts connections."""
-    raw = raw or {}
-    return ReadySpec(http=raw.get("http"), tcp="http" not in raw, timeout=raw.get("timeout", 15.0))
-
-
-def _text(value: Any) -> str:
-    """A placeholder value as it goes on a command line (booleans as true/false)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def expand(template: str, values: Mapping[str, Any]) -> str:
-    """Replace ``{name}`` placeholders; anything else, braces included, stays as written."""
-    return _PLACEHOLDER_RE.sub(lambda m: _text(values[m[1]]) if m[1] in values else m[0], template)
-
-
-def workdir_path(template: str, workdir: Path) -> Path:
-    path = Path(expand(template, {"workdir": workdir}))
-    return path if path.is_absolute() else workdir / path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,16 +77,6 @@ def parse_metrics(text: str, clients_name: str | None) -> tuple[float | None, di
     if clients is not None and float(clients).is_integer():
         clients = int(clients)
     return clients, values
-
-
-async def _exited_within(process: subprocess.Popen[bytes], seconds: float) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while process.poll() is None:
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
 
 
 def _port_holder(host: str, port: int) -> str:
@@ -424,7 +174,7 @@ class Target:
         self.log_path = self.workdir / LOG_NAME
         self.pid: int | None = None  # of the latest process, kept after it stops
         self.returncode: int | None = None
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: Child | None = None
         self._ps: psutil.Process | None = None
         self._children: dict[int, psutil.Process] = {}
         self._follower = LogFollower(self.log_path, spec.logs, history)
@@ -455,7 +205,7 @@ class Target:
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._process is not None and self._process.running
 
     @property
     def paused(self) -> bool:
@@ -515,7 +265,7 @@ class Target:
         process = self._process
         if process is None:
             return
-        if process.poll() is None:
+        if process.running:
             self._stopping = True
             self.history.record("target", event="stopping", pid=process.pid, code=None)
             await self._terminate(process, timeout)
@@ -531,9 +281,9 @@ class Target:
         process = self._require_running("kill")
         self._stopping = True
         self.history.record("target", event="killed", pid=process.pid, code=None)
-        self._signal(signal.SIGKILL)
-        await _exited_within(process, KILL_WAIT)
-        self._signal_group_leftovers(process)
+        process.signal(signal.SIGKILL, group=True)
+        await process.wait(KILL_WAIT)
+        process.kill_group()
         await self._finish()
         self.returncode = process.returncode
         self._process = None
@@ -542,14 +292,14 @@ class Target:
         """SIGSTOP the target's process group: it holds its sockets but answers nothing."""
         process = self._require_running("pause")
         if not self._paused:
-            self._signal(signal.SIGSTOP)
+            process.signal(signal.SIGSTOP, group=True)
             self._paused = True
             self.history.record("target", event="paused", pid=process.pid, code=None)
 
     async def resume(self) -> None:
         process = self._require_running("resume")
         if self._paused:
-            self._signal(signal.SIGCONT)
+            process.signal(signal.SIGCONT, group=True)
             self._paused = False
             self.history.record("target", event="resumed", pid=process.pid, code=None)
 
@@ -625,10 +375,8 @@ class Target:
             if not self._started_once:
                 self._follower.offset = self._log_start  # lines of an earlier run are not this run's
             try:
-                self._process = subprocess.Popen(
-                    command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                    env=env, cwd=self.spec.cwd, start_new_session=True,
-                )  # fmt: skip
+                self._process = start_child(command, name=f"target {self.spec.name}", output=log_file, env=env,
+                                            cwd=self.spec.cwd, die_with_parent=signal.SIGTERM)  # fmt: skip
             except OSError as exc:
                 raise self._launch_error(command[0], exc) from exc
         self._started_once = True
@@ -656,7 +404,7 @@ class Target:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.spec.ready.timeout
         while True:
-            code = self._process.poll()
+            code = self._process.returncode
             if code is not None:
                 self._follower.read(final=True)
                 raise self._exited_error(code)
@@ -744,33 +492,15 @@ class Target:
 
     # -- stopping -------------------------------------------------------------------------------
 
-    def _require_running(self, action: str) -> subprocess.Popen[bytes]:
-        if self._process is None or self._process.poll() is not None:
+    def _require_running(self, action: str) -> Child:
+        if self._process is None or not self._process.running:
             raise TargetError(f"cannot {action} target {self.spec.name}: it is not running")
         return self._process
 
-    def _signal(self, sig: signal.Signals) -> None:
-        """Signal the target's process group (its id is the pid we started), while it is unreaped."""
-        if self._process is not None and self._process.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self._process.pid, sig)
-
-    def _signal_group_leftovers(self, process: subprocess.Popen[bytes]) -> None:
-        """SIGKILL children the leader left behind (while any is alive the group id cannot be reused)."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-
-    async def _terminate(self, process: subprocess.Popen[bytes], timeout: float) -> None:
-        self._signal(signal.SIGTERM)
-        if self._paused:
-            self._signal(signal.SIGCONT)  # a stopped process only acts on SIGTERM once it runs
-            self._paused = False
-        if not await _exited_within(process, timeout):
-            log.warning("target %s (pid %d) ignored SIGTERM for %g s; killing it", self.spec.name, process.pid, timeout)
-            self._signal(signal.SIGKILL)
-            if not await _exited_within(process, KILL_WAIT):
-                log.error("target %s (pid %d) did not die after SIGKILL", self.spec.name, process.pid)
-        self._signal_group_leftovers(process)
+    async def _terminate(self, process: Child, timeout: float) -> None:
+        resume, self._paused = self._paused, False
+        await process.stop(timeout, group=True, resume=resume)
+        process.kill_group()  # children the target left behind
 
     async def _finish(self) -> None:
         """Stop the background tasks and record the last log lines."""
@@ -800,7 +530,7 @@ class Target:
         while True:
             next_at += SAMPLE_INTERVAL
             await asyncio.sleep(max(0.0, next_at - loop.time()))
-            if self._process is None or self._process.poll() is not None:
+            if self._process is None or not self._process.running:
                 self._record_exit()
                 return
             clients, values = await self._fetch_metrics()

@@ -17,10 +17,9 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -34,6 +33,7 @@ from toxiproxy.api import APIConsumer
 from toxiproxy.exceptions import InvalidToxic, NotFound, ProxyExists
 
 from harness.errors import ToxiproxyError, ToxiproxyNotFound
+from harness.process import Child, start_child
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class ToxiproxyServer:
         self.pid: int | None = None
         self.log_path: Path | None = None
         self.external = False
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: Child | None = None
         self._log_is_temporary = False
         self._log_start = 0
 
@@ -140,7 +140,7 @@ class ToxiproxyServer:
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._process is not None and self._process.running
 
     async def start(self) -> None:
         """Start the server (or check the one at $TOXIPROXY_URL) and wait until its API answers."""
@@ -166,7 +166,8 @@ class ToxiproxyServer:
         process, self._process = self._process, None
         self.url = None
         if process is not None:
-            await _terminate(process)
+            await process.stop(STOP_GRACE, kill_wait=STOP_GRACE)
+            log.debug("toxiproxy-server (pid %d) exited with code %s", process.pid, process.returncode)
         if self._log_is_temporary and self.log_path is not None:
             self.log_path.unlink(missing_ok=True)
             self._log_is_temporary = False
@@ -196,14 +197,13 @@ class ToxiproxyServer:
         self.url = url
         log.info("toxiproxy-server %s started on %s (pid %d)", self.version, url, self.pid)
 
-    def _launch(self, binary: Path, port: int) -> subprocess.Popen[bytes]:
+    def _launch(self, binary: Path, port: int) -> Child:
         log_file = self._open_log()
         env = {**os.environ, "LOG_LEVEL": os.environ.get("LOG_LEVEL", "info")}
         command = [str(binary), "-host", LOOPBACK, "-port", str(port)]
         try:
-            return subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=env
-            )
+            return start_child(command, name="toxiproxy-server", output=log_file, env=env,
+                               die_with_parent=signal.SIGTERM)  # fmt: skip
         except OSError as exc:
             raise ToxiproxyError(f"cannot run {binary}: {exc}", hint=ToxiproxyNotFound.default_hint) from exc
         finally:
@@ -239,7 +239,7 @@ class ToxiproxyServer:
 
     def _raise_if_failed(self, port: int) -> None:
         assert self._process is not None
-        code = self._process.poll()
+        code = self._process.returncode
         tail = self._log_tail()
         if code is None and SERVER_FAILED_MARK not in tail:
             return
@@ -281,38 +281,6 @@ def _free_loopback_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def _terminate(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        _signal(process, signal.SIGTERM)
-        try:
-            exited = await _exited_within(process, STOP_GRACE)
-        except asyncio.CancelledError:  # no time left to be gentle: never leave it running
-            _signal(process, signal.SIGKILL)
-            process.wait(timeout=STOP_GRACE)
-            raise
-        if not exited:
-            log.warning("toxiproxy-server (pid %d) ignored SIGTERM; killing it", process.pid)
-            _signal(process, signal.SIGKILL)
-            await _exited_within(process, STOP_GRACE)
-    log.debug("toxiproxy-server (pid %d) exited with code %s", process.pid, process.returncode)
-
-
-def _signal(process: subprocess.Popen[bytes], signum: int) -> None:
-    if process.poll() is None:  # also reaps it, so the pid cannot have been reused
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signum)
-
-
-async def _exited_within(process: subprocess.Popen[bytes], seconds: float) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while process.poll() is None:
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
-
-
 def _probe_session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT))
 
@@ -344,6 +312,14 @@ class Proxy:
     def listen(self) -> str:
         return f"{self.listen_host}:{self.listen_port}"
 
+    def url(self, path: str = "/", scheme: str = "http") -> str:
+        """Where clients of this proxy connect: ``url("/ws")`` is ``http://127.0.0.1:PORT/ws``;
+        ``url("")`` is the bare origin."""
+        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
+        if path and not path.startswith("/"):
+            path = "/" + path
+        return f"{scheme}://{host}:{self.listen_port}{path}"
+
     @classmethod
     def from_api(cls, name: str, listen: str, upstream: str) -> Proxy:
         host, _, port = listen.rpartition(":")
@@ -365,6 +341,7 @@ class Toxiproxy:
         self._library_address = (f"[{host}]" if ":" in host else host, parts.port or 80)
         self._session: aiohttp.ClientSession | None = None
         self._created: dict[str, None] = {}
+        self.server: ToxiproxyServer | None = None  # set by running_toxiproxy
 
     async def __aenter__(self) -> Toxiproxy:
         return self
@@ -534,6 +511,18 @@ class Toxiproxy:
             f"cannot {action}: Toxiproxy at {self.url} is not answering ({_describe(_root_cause(exc))})",
             hint=f"check that toxiproxy-server runs there (or unset {URL_ENV})",
         )
+
+
+@contextlib.asynccontextmanager
+async def running_toxiproxy(run_dir: Path | None = None) -> AsyncIterator[Toxiproxy]:
+    """A client for a toxiproxy-server started for the block (its log in ``run_dir``), or for the one
+    at $TOXIPROXY_URL. On the way out the client deletes the proxies it created, then the server it
+    started is stopped. The client's ``server`` says which server it is (pid, log, version)."""
+    async with ToxiproxyServer(run_dir) as server:
+        assert server.url is not None
+        async with Toxiproxy(server.url) as client:
+            client.server = server
+            yield client
 
 
 def _api_error(action: str, status: int, message: str, toxic: bool = False) -> ToxiproxyError:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.checkers import read_status
-from harness.target import PROJECT_ROOT, TARGETS_DIR
+from harness.targetspec import PROJECT_ROOT, TARGETS_DIR
 from reports.evidence import checker_order, first_evidence, guarantee
 from reports.run import Run, ScenarioRun
 from reports.timeline import build_timeline

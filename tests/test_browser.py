@@ -20,7 +20,8 @@ from harness.errors import HarnessError
 from harness.history import History
 from harness.runner import ScenarioResult, run_scenario
 from harness.scenario import discover, load
-from harness.target import bundled_monitor, free_port
+from harness.target import free_port
+from harness.targetspec import bundled_monitor
 from harness.toxiproxy import Toxiproxy
 from monitor.app import STATIC
 from tests.mutants.matrix import CAUGHT_BY, run_matrix

@@ -18,8 +18,8 @@ import pytest
 from harness.history import History
 from harness.runner import run_scenario
 from harness.scenario import discover, load
-from harness.target import load_target
-from harness.toxiproxy import Toxiproxy, ToxiproxyServer
+from harness.targetspec import load_target
+from harness.toxiproxy import running_toxiproxy
 
 pytestmark = pytest.mark.integration
 
@@ -77,12 +77,10 @@ def test_pytest_collects_scenario_files_as_items(tmp_path):
 
 async def run_against(target_file: Path, names: list[str], out: Path, seed: int = 3) -> dict[str, object]:
     results = {}
-    async with ToxiproxyServer(out) as server:
-        assert server.url is not None
-        async with Toxiproxy(server.url) as toxiproxy:
-            for name in names:
-                scenario = load(discover([name])[0])
-                results[name] = await run_scenario(scenario, load_target(target_file), toxiproxy, out / name, seed)
+    async with running_toxiproxy(out) as toxiproxy:
+        for name in names:
+            scenario = load(discover([name])[0])
+            results[name] = await run_scenario(scenario, load_target(target_file), toxiproxy, out / name, seed)
     return results
 
 
@@ -116,13 +114,11 @@ async def test_a_scenario_deletes_its_proxies_so_it_runs_again_on_the_same_toxip
     # wschaos mutants --full runs every scenario once per mutant, with the same seed, on one Toxiproxy.
     target = load_target(ROOT / "harness" / "targets" / "monitor.yaml")
     scenario = load(discover(["baseline"])[0])
-    async with ToxiproxyServer(tmp_path) as server:
-        assert server.url is not None
-        async with Toxiproxy(server.url) as toxiproxy:
-            for run in ("a", "b"):
-                result = await run_scenario(scenario, target, toxiproxy, tmp_path / run, seed=5)
-                assert result.status == "pass", result.error
-                assert await toxiproxy.list_proxies() == []
+    async with running_toxiproxy(tmp_path) as toxiproxy:
+        for run in ("a", "b"):
+            result = await run_scenario(scenario, target, toxiproxy, tmp_path / run, seed=5)
+            assert result.status == "pass", result.error
+            assert await toxiproxy.list_proxies() == []
 
 
 def descendants(pid: int) -> list[psutil.Process]:

@@ -38,7 +38,7 @@ REPORTS_MAY_USE = {
     "harness": {"__version__"},
     "harness.errors": {"HarnessError"},
     "harness.history": {"History"},
-    "harness.target": {"PROJECT_ROOT", "TARGETS_DIR"},
+    "harness.targetspec": {"PROJECT_ROOT", "TARGETS_DIR"},
     "harness.toxiproxy": {"find_server_binary"},
     "harness.checkers": {
         "checker_name", "GUARANTEES", "guarantee_of", "read_status", "client_cohorts", "connected_counts",

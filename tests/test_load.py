@@ -32,14 +32,14 @@ from harness.load import (
     StatsHistoryReader,
     histogram_quantile,
     locust_command,
-    stage,
     summarize,
 )
 from harness.loadspec import LoadError, LoadSpec, parse_mix
+from harness.loadtest import stage
 from harness.runner import run_scenario
 from harness.scenario import ScenarioError, discover, load, parse
-from harness.target import bundled_monitor
-from harness.toxiproxy import Toxiproxy, ToxiproxyServer
+from harness.targetspec import bundled_monitor
+from harness.toxiproxy import running_toxiproxy
 from tests.mutants.matrix import mutant_target
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -473,10 +473,8 @@ CAUGHT_UNDER_LOAD = [
 
 
 async def run_loaded(name: str, target: Any, out: Path, seed: int) -> Any:
-    async with ToxiproxyServer(out) as server:
-        assert server.url is not None
-        async with Toxiproxy(server.url) as toxiproxy:
-            return await run_scenario(load(discover([name])[0]), target, toxiproxy, out / name, seed)
+    async with running_toxiproxy(out) as toxiproxy:
+        return await run_scenario(load(discover([name])[0]), target, toxiproxy, out / name, seed)
 
 
 @pytest.mark.integration

@@ -26,7 +26,7 @@ import yaml
 import harness
 from harness.history import History
 from harness.scenario import discover, load
-from harness.target import TARGETS_DIR
+from harness.targetspec import TARGETS_DIR
 from reports.compare import compare_runs
 from reports.json_report import load_schema
 from reports.run import ReportError, load_run

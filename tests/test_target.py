@@ -19,16 +19,8 @@ import pytest
 
 from harness.feed import Feed, FeedError
 from harness.history import History
-from harness.target import (
-    TARGETS_DIR,
-    Target,
-    TargetError,
-    TargetPortInUse,
-    TargetSpec,
-    bundled_monitor,
-    load_target,
-    parse_target,
-)
+from harness.target import Target, TargetPortInUse
+from harness.targetspec import TARGETS_DIR, TargetError, TargetSpec, bundled_monitor, load_target, parse_target
 from monitor.logparse import parse_line
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(10)]

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from harness.errors import ToxiproxyError, ToxiproxyNotFound
-from harness.toxiproxy import Proxy, Toxiproxy, ToxiproxyServer, find_server_binary
+from harness.toxiproxy import Proxy, Toxiproxy, ToxiproxyServer, find_server_binary, running_toxiproxy
 
 pytestmark = pytest.mark.integration
 
@@ -466,3 +466,44 @@ async def test_cancelling_stop_still_kills_the_server(tmp_path: Path) -> None:
     with pytest.raises(asyncio.CancelledError):
         await stopping
     assert not pid_exists(server.pid)
+
+
+# ---------------------------------------------------------------------------------------------
+# running_toxiproxy and proxy addresses
+
+
+async def test_running_toxiproxy_starts_a_server_and_stops_it(tmp_path: Path, echo: EchoServer) -> None:
+    async with running_toxiproxy(tmp_path) as client:
+        server = client.server
+        assert server is not None and server.pid is not None and server.running
+        assert client.url == server.url and os.getsid(server.pid) == server.pid
+        proxy = await client.create_proxy("echo", f"{LOOPBACK}:{echo.port}")
+        reader, writer = await asyncio.open_connection(proxy.listen_host, proxy.listen_port)
+        writer.write(b"ping")
+        assert await reader.readexactly(4) == b"ping"
+        writer.close()
+    assert not pid_exists(server.pid) and not server.running
+    assert "Starting Toxiproxy" in (tmp_path / "toxiproxy.log").read_text()
+
+
+async def test_running_toxiproxy_uses_toxiproxy_url_and_cleans_up_only_its_proxies(
+    server: ToxiproxyServer, echo: EchoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert server.url is not None
+    monkeypatch.setenv("TOXIPROXY_URL", server.url)
+    async with running_toxiproxy() as client:
+        assert client.server is not None and client.server.external and client.url == server.url
+        await client.create_proxy("borrowed", f"{LOOPBACK}:{echo.port}")
+    assert server.running
+    async with Toxiproxy(server.url) as other:
+        assert await other.list_proxies() == []
+
+
+def test_proxy_url() -> None:
+    proxy = Proxy("p", LOOPBACK, 4242, f"{LOOPBACK}:1")
+    assert proxy.url("/ws") == "http://127.0.0.1:4242/ws"
+    assert proxy.url("ws") == "http://127.0.0.1:4242/ws"
+    assert proxy.url() == "http://127.0.0.1:4242/"
+    assert proxy.url("") == "http://127.0.0.1:4242"
+    assert proxy.url("/ws", scheme="ws") == "ws://127.0.0.1:4242/ws"
+    assert Proxy.from_api("p", "[::1]:4242", "x").url("/") == "http://[::1]:4242/"

@@ -17,12 +17,12 @@ import click
 
 from harness import __version__
 from harness.errors import HarnessError
-from harness.load import run_plain_load, summary_lines
 from harness.loadspec import MAX_PROCESSES, MAX_SPAWN_RATE, MAX_TIME_S, MAX_USERS, LoadSpec, parse_mix
+from harness.loadtest import run_plain_load, summary_lines
 from harness.runner import ScenarioResult, run_scenario
 from harness.scenario import Scenario, discover, load
-from harness.target import TargetSpec, bundled_monitor, load_target
-from harness.toxiproxy import Toxiproxy, ToxiproxyServer
+from harness.targetspec import TargetSpec, bundled_monitor, load_target
+from harness.toxiproxy import running_toxiproxy
 from wschaos import mutants as matrix
 
 STATUS_COLOURS = {"pass": "green", "fail": "red", "error": "magenta", "unknown": "yellow", "skipped": "cyan"}
@@ -84,18 +84,16 @@ def print_summary(results: list[ScenarioResult], run_dir: Path, wall: float) -> 
 
 async def run_suite(scenarios: list[Scenario], target: TargetSpec, run_dir: Path, seed: int) -> list[ScenarioResult]:
     results = []
-    async with ToxiproxyServer(run_dir) as server:
-        assert server.url is not None
-        async with Toxiproxy(server.url) as toxiproxy:
-            for scenario in scenarios:
-                click.echo(f"- {scenario.name}: {scenario.description.strip().splitlines()[0][:90]}")
-                sub_seed = scenario_seed(seed, scenario.name)
-                result = await run_scenario(
-                    scenario, target, toxiproxy, run_dir / scenario.name, sub_seed,
-                    progress=lambda msg: click.echo(f"    {msg}"),
-                )  # fmt: skip
-                print_result(result)
-                results.append(result)
+    async with running_toxiproxy(run_dir) as toxiproxy:
+        for scenario in scenarios:
+            click.echo(f"- {scenario.name}: {scenario.description.strip().splitlines()[0][:90]}")
+            sub_seed = scenario_seed(seed, scenario.name)
+            result = await run_scenario(
+                scenario, target, toxiproxy, run_dir / scenario.name, sub_seed,
+                progress=lambda msg: click.echo(f"    {msg}"),
+            )  # fmt: skip
+            print_result(result)
+            results.append(result)
     return results
 
 

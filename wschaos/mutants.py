@@ -24,8 +24,8 @@ from typing import Any
 from harness.errors import HarnessError
 from harness.runner import ScenarioResult, run_scenario
 from harness.scenario import discover, load
-from harness.target import PROJECT_ROOT, TargetSpec, bundled_monitor
-from harness.toxiproxy import Toxiproxy, ToxiproxyServer
+from harness.targetspec import PROJECT_ROOT, TargetSpec, bundled_monitor
+from harness.toxiproxy import running_toxiproxy
 
 DEFAULT_MODULE = "tests.mutants"
 CATALOGUE_TIMEOUT = 60.0
@@ -136,15 +136,13 @@ async def run_matrix(
 ) -> list[Cell]:
     catalogue.check_names(mutants)
     cells = []
-    async with ToxiproxyServer(out) as server:
-        assert server.url is not None
-        async with Toxiproxy(server.url) as toxiproxy:
-            for mutant, scenario_name in pairs(catalogue, mutants, full):
-                scenario = load(discover([scenario_name])[0])
-                result = await run_scenario(scenario, mutant_target(catalogue, mutant), toxiproxy,
-                                            out / mutant / scenario_name, random.Random(seed).randrange(2**31))
-                cells.append(cell(mutant, result))
-                progress(f"{mutant:24} {scenario_name:20} {result.status:5} caught by {cells[-1].caught_by}")
+    async with running_toxiproxy(out) as toxiproxy:
+        for mutant, scenario_name in pairs(catalogue, mutants, full):
+            scenario = load(discover([scenario_name])[0])
+            result = await run_scenario(scenario, mutant_target(catalogue, mutant), toxiproxy,
+                                        out / mutant / scenario_name, random.Random(seed).randrange(2**31))
+            cells.append(cell(mutant, result))
+            progress(f"{mutant:24} {scenario_name:20} {result.status:5} caught by {cells[-1].caught_by}")
     return cells
 
 

@@ -17,8 +17,9 @@ from harness.faults import Fault, FaultContext, FaultSpec, make_fault
 from harness.history import History
 from harness.runner import ScenarioResult, message_shape, run_scenario
 from harness.scenario import load
-from harness.target import Target, TargetSpec, bundled_monitor, load_target
-from harness.toxiproxy import Toxiproxy, ToxiproxyServer
+from harness.target import Target
+from harness.targetspec import TargetSpec, bundled_monitor, load_target
+from harness.toxiproxy import Toxiproxy, running_toxiproxy
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -63,10 +64,8 @@ class ScenarioItem(pytest.Item):
             raise ScenarioFailed(result)
 
     async def _run(self, scenario: Any, target: TargetSpec, out: Path, seed: int) -> ScenarioResult:
-        async with ToxiproxyServer(out.parent) as server:
-            assert server.url is not None
-            async with Toxiproxy(server.url) as toxiproxy:
-                return await run_scenario(scenario, target, toxiproxy, out, seed)
+        async with running_toxiproxy(out.parent) as toxiproxy:
+            return await run_scenario(scenario, target, toxiproxy, out, seed)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, ScenarioFailed):
@@ -93,10 +92,8 @@ class ScenarioItem(pytest.Item):
 @pytest.fixture
 async def toxiproxy(tmp_path: Path) -> AsyncIterator[Toxiproxy]:
     """A running toxiproxy-server and a client for it; every proxy it made is deleted afterwards."""
-    async with ToxiproxyServer(tmp_path) as server:
-        assert server.url is not None
-        async with Toxiproxy(server.url) as client:
-            yield client
+    async with running_toxiproxy(tmp_path) as client:
+        yield client
 
 
 @pytest.fixture
@@ -125,7 +122,7 @@ async def cohort(
 
         async def make(name: str, clients: int = 1, **options: Any) -> Cohort:
             proxy = await toxiproxy.create_proxy(f"py-{name}", f"{target.host}:{target.port}")
-            url = f"http://{proxy.listen_host}:{proxy.listen_port}{target.spec.ws_path}"
+            url = proxy.url(target.spec.ws_path)
             members = [ProbeClient(f"{name}-{i}", name, url, history, message_shape(target.spec),
                                    session=session, **options) for i in range(clients)]  # fmt: skip
             group = Cohort(name, members)

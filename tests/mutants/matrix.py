@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.target import TargetSpec
+from harness.targetspec import TargetSpec
 from tests.mutants.catalogue import CAUGHT_BY, catalogue
 from wschaos import mutants
 from wschaos.mutants import Catalogue, Cell

@@ -1,0 +1,252 @@
+"""The target file: how to start a WebSocket server under test and how to watch it.
+
+A target file (YAML, checked against ``target.schema.json``) gives the start command with
+placeholders, the WebSocket path, the readiness check, the log format, the metrics endpoint, the
+feed and the database. ``load_target`` reads and checks one; ``harness.target.Target`` runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from harness.errors import HarnessError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TARGETS_DIR = Path(__file__).resolve().parent / "targets"
+SCHEMA = json.loads((Path(__file__).parent / "target.schema.json").read_text(encoding="utf-8"))
+
+BUILTIN_PLACEHOLDERS = ("python", "host", "port", "workdir")
+PATH_PLACEHOLDERS = ("workdir",)  # all that feed files and the database path may use
+DEFAULT_LEVEL_REGEX = r"\b(?P<level>DEBUG|INFO|WARN(?:ING)?|ERROR|CRITICAL|FATAL|PANIC)\b"
+RAW_LEVEL = "RAW"
+
+_PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_HINT = "see harness/targets/monitor.yaml for a complete target file"
+
+
+class TargetError(HarnessError):
+    """A target file that cannot be used, or a target process that did not do what was asked."""
+
+
+@dataclass(frozen=True)
+class ReadySpec:
+    http: str | None = None  # a path answered with 2xx once ready
+    tcp: bool = False  # or: the port accepts connections
+    timeout: float = 15.0
+
+
+@dataclass(frozen=True)
+class LogSpec:
+    format: str = "text"  # json or text
+    level_field: str = "level"
+    message_field: str = "msg"
+    level_regex: str = DEFAULT_LEVEL_REGEX
+
+    def parse(self, line: str) -> tuple[str, str | None]:
+        """The line's level (RAW when it is not a log record) and, for JSON records, its message."""
+        if self.format == "json":
+            return self._parse_json(line)
+        match = re.search(self.level_regex, line)
+        if match is None or not match.group("level"):
+            return RAW_LEVEL, None
+        return match.group("level").upper(), None
+
+    def _parse_json(self, line: str) -> tuple[str, str | None]:
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            return RAW_LEVEL, None
+        level = record.get(self.level_field) if isinstance(record, dict) else None
+        if not isinstance(level, str | int) or isinstance(level, bool):
+            return RAW_LEVEL, None
+        message = record.get(self.message_field)
+        return str(level).upper(), message if isinstance(message, str) else None
+
+
+@dataclass(frozen=True)
+class MetricsSpec:
+    path: str = "/metrics"
+    clients: str | None = None  # the gauge giving the registry size
+
+
+@dataclass(frozen=True)
+class FeedSpec:
+    kind: str
+    files: dict[str, str]  # node name: file template ({workdir} only)
+
+    def paths(self, workdir: Path) -> dict[str, Path]:
+        return {node: workdir_path(template, workdir) for node, template in self.files.items()}
+
+
+@dataclass(frozen=True)
+class PersistenceSpec:
+    sqlite: str  # file template ({workdir} only)
+    query: str  # one fed id a row, in the first column
+
+    def db_path(self, workdir: Path) -> Path:
+        return workdir_path(self.sqlite, workdir)
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    name: str
+    command: list[str]
+    params: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    ws_path: str = "/ws"
+    ready: ReadySpec = field(default_factory=ReadySpec)
+    logs: LogSpec = field(default_factory=LogSpec)
+    metrics: MetricsSpec | None = None
+    feed: FeedSpec | None = None
+    persistence: PersistenceSpec | None = None
+    # Overrides of the message shape (init_type, batch_type, seq, events, event_id, sent_at, epoch);
+    # harness.clients.MessageShape(**messages) reads the target's messages.
+    messages: dict[str, str] = field(default_factory=dict)
+    path: Path | None = None  # the file it came from
+    description: str = ""
+
+    @property
+    def cwd(self) -> Path:
+        """Where the command runs: the target file's directory."""
+        return self.path.parent if self.path is not None else Path.cwd()
+
+
+def load_target(path: str | Path) -> TargetSpec:
+    """Read and check a target file; a problem raises TargetError naming the file and the field."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TargetError(f"target file {path} does not exist", hint=f"bundled targets are in {TARGETS_DIR}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TargetError(f"cannot read target file {path}: {exc}") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise TargetError(f"{path}: not valid YAML: {exc}", hint=_HINT) from exc
+    return parse_target(raw, str(path), path.resolve())
+
+
+def bundled_monitor() -> TargetSpec:
+    """The reference target: the monitor in this repository."""
+    return load_target(TARGETS_DIR / "monitor.yaml")
+
+
+def parse_target(raw: Any, source: str, path: Path | None = None) -> TargetSpec:
+    """Check a loaded document against the schema and the placeholder rules, and build the spec."""
+    errors = sorted(jsonschema.Draft202012Validator(SCHEMA).iter_errors(raw), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise TargetError("\n".join(f"{source}: {_where(e.absolute_path)}: {e.message}" for e in errors[:10]), _HINT)
+    problems = _semantic_problems(raw)
+    if problems:
+        raise TargetError("\n".join(f"{source}: {where}: {problem}" for where, problem in problems), _HINT)
+    return _build(raw, path)
+
+
+def _where(parts: Any) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _semantic_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
+    params = raw.get("params") or {}
+    problems = [(f"params.{k}", f"{k!r} is a built-in placeholder") for k in params if k in BUILTIN_PLACEHOLDERS]
+    known = (*BUILTIN_PLACEHOLDERS, *params)
+    problems += _placeholder_problems("command", raw["command"], known)
+    problems += _placeholder_problems("env", raw.get("env") or {}, known)
+    problems += _placeholder_problems("feed.files", (raw.get("feed") or {}).get("files", {}), PATH_PLACEHOLDERS)
+    persistence = raw.get("persistence") or {}
+    problems += _placeholder_problems("persistence", {"sqlite": persistence.get("sqlite", "")}, PATH_PLACEHOLDERS)
+    problems += _ready_problems(raw.get("ready") or {})
+    problems += _logs_problems(raw.get("logs") or {})
+    return problems
+
+
+def _placeholder_problems(where: str, values: list[Any] | dict[str, Any], known: tuple[str, ...]) -> list:
+    items = enumerate(values) if isinstance(values, list) else values.items()
+    problems = []
+    for key, value in items:
+        for name in _PLACEHOLDER_RE.findall(str(value)):
+            if name not in known:
+                spot = f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}"
+                problems.append((spot, f"unknown placeholder {{{name}}} (known: {', '.join(sorted(known))})"))
+    return problems
+
+
+def _ready_problems(ready: dict[str, Any]) -> list[tuple[str, str]]:
+    if "http" in ready and "tcp" in ready:
+        return [("ready", "give either http (a path) or tcp: true, not both")]
+    if ready and "http" not in ready and "tcp" not in ready:
+        return [("ready", "give http (a path answered with 2xx when ready) or tcp: true")]
+    return []
+
+
+def _logs_problems(logs: dict[str, Any]) -> list[tuple[str, str]]:
+    if logs.get("format") == "json":
+        return [("logs.level_regex", "only for format: text")] if "level_regex" in logs else []
+    if "level_field" in logs or "message_field" in logs:
+        return [("logs", "level_field and message_field are only for format: json")]
+    if "level_regex" not in logs:
+        return []
+    try:
+        pattern = re.compile(logs["level_regex"])
+    except re.error as exc:
+        return [("logs.level_regex", f"does not compile: {exc}")]
+    if "level" not in pattern.groupindex:
+        return [("logs.level_regex", "needs a named group (?P<level>...)")]
+    return []
+
+
+def _build(raw: dict[str, Any], path: Path | None) -> TargetSpec:
+    def optional(key: str, cls: type) -> Any:
+        value = raw.get(key)
+        return None if value is None else cls(**value)
+
+    return TargetSpec(
+        name=raw["name"],
+        command=list(raw["command"]),
+        params=dict(raw.get("params") or {}),
+        env={k: _text(v) for k, v in (raw.get("env") or {}).items()},
+        ws_path=raw.get("ws_path", "/ws"),
+        ready=_ready(raw.get("ready")),
+        logs=LogSpec(**raw.get("logs", {})),
+        metrics=optional("metrics", MetricsSpec),
+        feed=optional("feed", FeedSpec),
+        persistence=optional("persistence", PersistenceSpec),
+        messages=dict(raw.get("messages") or {}),
+        path=path,
+        description=raw.get("description", ""),
+    )
+
+
+def _ready(raw: dict[str, Any] | None) -> ReadySpec:
+    """Without a ready section, a target is ready when its port accepts connections."""
+    raw = raw or {}
+    return ReadySpec(http=raw.get("http"), tcp="http" not in raw, timeout=raw.get("timeout", 15.0))
+
+
+def _text(value: Any) -> str:
+    """A placeholder value as it goes on a command line (booleans as true/false)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def expand(template: str, values: Mapping[str, Any]) -> str:
+    """Replace ``{name}`` placeholders; anything else, braces included, stays as written."""
+    return _PLACEHOLDER_RE.sub(lambda m: _text(values[m[1]]) if m[1] in values else m[0], template)
+
+
+def workdir_path(template: str, workdir: Path) -> Path:
+    path = Path(expand(template, {"workdir": workdir}))
+    return path if path.is_absolute() else workdir / path
