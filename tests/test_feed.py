@@ -13,7 +13,7 @@ import pytest
 from harness.feed import Feed, FeedError
 from harness.history import History
 from harness.storagenode import format_line
-from harness.target import FeedSpec, TargetSpec
+from harness.targetspec import FeedSpec, TargetSpec
 from monitor.logparse import ACTIONS, parse_line
 
 FEED = FeedSpec("storagenode_log", {"n1": "{workdir}/logs/n1.log", "n2": "{workdir}/logs/n2.log"})

@@ -15,7 +15,7 @@ import pytest
 from harness.history import History
 from harness.runner import run_scenario
 from harness.scenario import Scenario, Step, discover, load, parse
-from harness.target import TargetSpec, bundled_monitor
+from harness.targetspec import TargetSpec, bundled_monitor
 from harness.toxiproxy import Toxiproxy
 
 pytestmark = pytest.mark.integration
