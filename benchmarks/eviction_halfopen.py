@@ -195,19 +195,18 @@ NOTES = [
 async def amain(args: argparse.Namespace) -> list[Trial]:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from harness.toxiproxy import Toxiproxy, ToxiproxyServer
+    from harness.toxiproxy import running_toxiproxy
 
     trials: list[Trial] = []
     counter = [0]
     with tempfile.TemporaryDirectory(prefix="bench-halfopen-") as tmp:
         workdir = Path(tmp)
-        async with ToxiproxyServer(workdir) as server:
-            if server.pid is not None and (os.cpu_count() or 1) > 1:
-                os.sched_setaffinity(server.pid, {1})
-            assert server.url is not None
-            async with Toxiproxy(server.url) as toxiproxy:
-                for hb in args.heartbeat:
-                    trials += await run_heartbeat(hb, toxiproxy, workdir, counter)
+        async with running_toxiproxy(workdir) as toxiproxy:
+            pid = toxiproxy.server.pid if toxiproxy.server is not None else None
+            if pid is not None and (os.cpu_count() or 1) > 1:
+                os.sched_setaffinity(pid, {1})
+            for hb in args.heartbeat:
+                trials += await run_heartbeat(hb, toxiproxy, workdir, counter)
     return trials
 
 

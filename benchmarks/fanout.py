@@ -31,6 +31,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -384,16 +385,17 @@ def isolation_table(trials: list[Trial]) -> str:
 # Main
 
 
-async def pinned_toxiproxy(workdir: Path) -> tuple[Any, Any]:
+@contextlib.asynccontextmanager
+async def pinned_toxiproxy(workdir: Path) -> AsyncIterator[Any]:
+    """A Toxiproxy client whose server runs on the clients' core."""
     sys.path.insert(0, str(ROOT))
-    from harness.toxiproxy import Toxiproxy, ToxiproxyServer
+    from harness.toxiproxy import running_toxiproxy
 
-    server = ToxiproxyServer(workdir)
-    await server.start()
-    if server.pid is not None and hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > CLIENT_CORE:
-        os.sched_setaffinity(server.pid, {CLIENT_CORE})
-    assert server.url is not None
-    return server, Toxiproxy(server.url)
+    async with running_toxiproxy(workdir) as toxiproxy:
+        pid = toxiproxy.server.pid if toxiproxy.server is not None else None
+        if pid is not None and hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > CLIENT_CORE:
+            os.sched_setaffinity(pid, {CLIENT_CORE})
+        yield toxiproxy
 
 
 async def amain(args: argparse.Namespace) -> tuple[list[Trial], list[Trial]]:
@@ -418,8 +420,7 @@ async def amain(args: argparse.Namespace) -> tuple[list[Trial], list[Trial]]:
                 ordered = sorted(rounds[kind], key=lambda t: t.rate_per_s)
                 throughput.append(ordered[len(ordered) // 2])
         if args.isolation_clients:
-            server, toxiproxy = await pinned_toxiproxy(workdir)
-            try:
+            async with pinned_toxiproxy(workdir) as toxiproxy:
                 for fault in args.faults:
                     for kind in args.kinds:
                         t = await run_trial(
@@ -429,9 +430,6 @@ async def amain(args: argparse.Namespace) -> tuple[list[Trial], list[Trial]]:
                         print(f"isolation {fault}, {LABEL[kind]}: p99 {ms(t.p(0.99))} ms, "
                               f"{t.delivered:,} delivered {t.error}", flush=True)  # fmt: skip
                         isolation.append(t)
-            finally:
-                await toxiproxy.close()
-                await server.stop()
         if args.profile:
             for prof in sorted(workdir.glob("*.prof")):
                 dest = Path(args.profile) / prof.name
