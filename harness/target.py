@@ -534,6 +534,9 @@ class Target:
                 self._record_exit()
                 return
             clients, values = await self._fetch_metrics()
+            if not self._process.running:  # it ended while the metrics were fetched: no figures of a dead process
+                self._record_exit()
+                return
             values.update(self._process_stats())
             self.history.record("metrics", clients=clients, values=values)
             next_at = max(next_at, loop.time())
@@ -558,6 +561,7 @@ class Target:
         if self._ps is None:
             return {}
         stats = {"cpu_percent": 0.0, "rss_bytes": 0, "num_fds": 0, "num_threads": 0}
+        read = 0
         for process in self._tracked_processes():
             try:
                 with process.oneshot():
@@ -565,8 +569,11 @@ class Target:
                     stats["rss_bytes"] += process.memory_info().rss
                     stats["num_fds"] += process.num_fds()
                     stats["num_threads"] += process.num_threads()
+                read += 1
             except psutil.Error:
                 continue
+        if not read:  # the process was gone: zeros would read as a process that holds nothing
+            return {}
         stats["cpu_percent"] = round(stats["cpu_percent"], 1)
         return stats
 
