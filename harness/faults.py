@@ -57,6 +57,7 @@ class Fault:
     type: ClassVar[str]
     defaults: ClassVar[dict[str, Any]] = {}
     needs_cohort: ClassVar[bool] = True
+    needs_process: ClassVar[bool] = False  # acts on the target's process: not on an external target
 
     def __init__(self, spec: FaultSpec) -> None:
         problems = self.problems(spec)
@@ -305,6 +306,7 @@ class ServerKill(Fault):
 
     type = "server_kill"
     needs_cohort = False
+    needs_process = True
     defaults: ClassVar[dict[str, Any]] = {"restart_after": 1.0}
 
     async def apply(self, ctx: FaultContext) -> None:
@@ -321,6 +323,7 @@ class ServerPause(Fault):
 
     type = "server_pause"
     needs_cohort = False
+    needs_process = True
 
     def __init__(self, spec: FaultSpec) -> None:
         super().__init__(spec)
@@ -347,6 +350,7 @@ class ServerStop(Fault):
 
     type = "server_stop"
     needs_cohort = False
+    needs_process = True
     defaults: ClassVar[dict[str, Any]] = {"timeout": 10.0}
 
     async def apply(self, ctx: FaultContext) -> None:

@@ -1,9 +1,11 @@
 """Drive events into the target at a set rate, each with an id the checkers can follow.
 
-For a ``storagenode_log`` feed, events are storagenode log lines appended to the node files the
-target tails, round-robin, every 20 ms (``rate * 0.02`` lines a tick, the fraction carried over).
-Each line's "Piece ID" is a unique id ``F<run token>-<n>``; every write is one ``feed`` record with
-the ids written and the node. A target without a feed gets a Feed that does nothing.
+Every 20 ms the feed issues ``rate * 0.02`` events (the fraction carried over), round-robin over the
+sink's nodes, each with a unique id (``F<run token>-<n>``, or an integer for a field that takes one),
+and hands them to the sink of the target's ``feed.kind`` (``harness.feeds``) in batches. Every
+delivered batch is one ``feed`` record with its ids and node, at the time it was written; a delivery
+the receiver refused is a ``feed_error`` record and the feed goes on. It stops by itself after
+``max_events``. A target without a feed gets a Feed that does nothing.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ import asyncio
 import contextlib
 import logging
 import random
-from datetime import UTC, datetime
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessError
+from harness.feeds import Event, FeedError, FeedRejected, FileSink, Sink, StoragenodeSink, make_sink
 from harness.history import History
-from harness.storagenode import format_line
 from harness.targetspec import TargetSpec
 
 log = logging.getLogger(__name__)
@@ -27,29 +29,14 @@ TICK = 0.02
 MAX_CATCH_UP = 0.5  # after a stalled event loop, feed at most this many seconds' worth at once
 DEFAULT_MAX_EVENTS = 1_000_000
 
-# (message, action, weight): mostly customer traffic, some audits and repairs.
-TRANSFERS = (
-    ("downloaded", "GET", 45),
-    ("uploaded", "PUT", 35),
-    ("downloaded", "GET_AUDIT", 8),
-    ("downloaded", "GET_REPAIR", 6),
-    ("uploaded", "PUT_REPAIR", 6),
-)
-# Public satellite ids (us1, eu1, ap1, saltlake).
-SATELLITES = (
-    "12EayRS2V1kEsWESU9QMRseFhdxYxKicsiFmxrsLZHeLUtdps3S",
-    "12L9ZFwhzVpuEKMUNUqkaTLGzwY9G24tbiigLiXpmZWKwmcNDDs",
-    "121RTSDpyNZVcEU84Ticf2L1ntiuUimbWgfATz21tuvgk3vzoA6",
-    "1wFTAgs9DP5RSnCqKV1eLf6N9wtk4EAtmN5DpSxcs8EjT69tGE",
-)
-
-
-class FeedError(HarnessError):
-    """The feed could not write to the target's input."""
+__all__ = ["DEFAULT_MAX_EVENTS", "Feed", "FeedError"]
 
 
 class Feed:
-    """Appends events to the target's input at ``rate`` a second until stopped or ``max_events``."""
+    """Feeds events to the target's input at ``rate`` a second until stopped or ``max_events``.
+
+    ``placeholders``: the target's ``{host}``, ``{port}``, ``{workdir}``..., for an http feed's path
+    and a command feed's argv."""
 
     def __init__(
         self,
@@ -60,6 +47,7 @@ class Feed:
         rng: random.Random,
         *,
         max_events: int = DEFAULT_MAX_EVENTS,
+        placeholders: Mapping[str, Any] | None = None,
     ) -> None:
         self.spec = spec
         self.workdir = Path(workdir)
@@ -67,21 +55,24 @@ class Feed:
         self.rate = _checked_rate(rate)
         self.rng = rng
         self.max_events = max_events
-        self.fed: list[str] = []
-        self.files: dict[str, Path] = spec.feed.paths(self.workdir) if spec.feed is not None else {}
+        self.fed: list[str | int] = []
         self.run_token = f"{rng.getrandbits(32):08x}"
+        values = {"workdir": self.workdir, **(placeholders or {})}
+        self.sink: Sink | None = make_sink(spec.feed, self.workdir, rng, values) if spec.feed is not None else None
+        self.files: Mapping[str, Path] = self.sink.files if isinstance(self.sink, FileSink) else {}
         self.error: FeedError | None = None
-        self._nodes = list(self.files)
+        self.rejected = 0  # events whose delivery failed
+        self.first_rejection: str | None = None
+        self._nodes = list(self.sink.nodes) if self.sink is not None else []
         self._next_node = 0
         self._issued = 0
         self._owed = 0.0
         self._task: asyncio.Task[None] | None = None
-        self._weights = [weight for *_, weight in TRANSFERS]
 
     @property
     def enabled(self) -> bool:
         """False for a target without a feed: then start, write and stop do nothing."""
-        return bool(self.files)
+        return self.sink is not None
 
     @property
     def running(self) -> bool:
@@ -89,29 +80,35 @@ class Feed:
 
     @property
     def done(self) -> bool:
-        """Whether it has fed ``max_events`` and stopped by itself."""
-        return len(self.fed) >= self.max_events
+        """Whether it has issued ``max_events`` and stopped by itself."""
+        return self._issued >= self.max_events
 
     async def start(self) -> None:
-        if not self.enabled or self.running:
+        if self.sink is None or self.running:
             return
-        for path in self.files.values():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch()
+        self.sink.prepare()
         self._task = asyncio.create_task(self._run(), name="feed")
 
     def set_rate(self, rate: float) -> None:
         self.rate = _checked_rate(rate)
 
     async def stop(self) -> None:
-        """Stop feeding; raises FeedError if a write had failed."""
+        """Stop feeding; raises FeedError if a write had failed, or if no delivery ever succeeded."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.sink is not None:
+            await self.sink.close()
         if self.error is not None:
             raise self.error
+        if self.rejected and not self.fed:
+            kind = self.sink.kind if self.sink is not None else ""
+            raise FeedError(f"feed ({kind}): no delivery succeeded, {self.rejected} event(s) refused; "
+                            f"first: {self.first_rejection}")  # fmt: skip
+        if self.rejected:
+            log.warning("feed: %d event(s) refused; first: %s", self.rejected, self.first_rejection)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -124,55 +121,71 @@ class Feed:
             count = int(self._owed)
             self._owed -= count
             try:
-                self.write(count)
+                await self.emit(count)
             except FeedError as exc:
                 self.error = exc
                 log.error("%s", exc)
                 return
         log.info("feed reached max_events=%d and stopped", self.max_events)
 
-    def write(self, count: int) -> list[str]:
-        """Append ``count`` events now (fewer once ``max_events`` is reached); returns their ids."""
-        count = min(count, self.max_events - len(self.fed))
-        if count <= 0 or not self.enabled:
+    def write(self, count: int) -> list[str | int]:
+        """Append ``count`` events now (fewer once ``max_events`` is reached); returns their ids. Only
+        for a feed that writes files; others use ``emit``."""
+        if self.sink is None:
             return []
-        ts = datetime.now(UTC)
-        per_node: dict[str, list[tuple[str, str]]] = {}
-        for _ in range(count):
-            node = self._nodes[self._next_node % len(self._nodes)]
-            self._next_node += 1
-            piece_id = f"F{self.run_token}-{self._issued:08d}"
-            self._issued += 1
-            per_node.setdefault(node, []).append((piece_id, self.line(piece_id, ts)))
-        written: list[str] = []
-        for node, items in per_node.items():
-            written += self._append(node, items)
+        if not isinstance(self.sink, FileSink):
+            raise FeedError(f"a {self.sink.kind} feed delivers asynchronously: use emit()")
+        written: list[str | int] = []
+        for node, events in self._plan(count).items():
+            self.sink.write(node, events)
+            written += self._delivered(node, events)
         return written
 
-    def _append(self, node: str, items: list[tuple[str, str]]) -> list[str]:
-        path = self.files[node]
-        try:
-            with path.open("a", encoding="utf-8") as fh:  # opened each time: follows rotation
-                fh.write("".join(line + "\n" for _, line in items))
-        except OSError as exc:
-            raise FeedError(f"feed: cannot append to {path} (node {node}): {exc.strerror or exc}") from exc
-        ids = [piece_id for piece_id, _ in items]
+    async def emit(self, count: int) -> list[str | int]:
+        """Deliver ``count`` events now, in batches the sink takes; returns the ids delivered."""
+        if self.sink is None:
+            return []
+        delivered: list[str | int] = []
+        for node, events in self._plan(count).items():
+            size = self.sink.batch or len(events)
+            for start in range(0, len(events), size):
+                batch = events[start : start + size]
+                try:
+                    await self.sink.send(node, batch)
+                except FeedRejected as exc:
+                    self._refused(node, batch, exc)
+                    continue
+                delivered += self._delivered(node, batch)
+        return delivered
+
+    def _plan(self, count: int) -> dict[str, list[Event]]:
+        count = min(count, self.max_events - self._issued)
+        per_node: dict[str, list[Event]] = {}
+        now = time.time()
+        for _ in range(max(count, 0)):
+            node = self._nodes[self._next_node % len(self._nodes)]
+            self._next_node += 1
+            per_node.setdefault(node, []).append(Event(self._make_id(self._issued), self._issued, now, node))
+            self._issued += 1
+        return per_node
+
+    def _make_id(self, n: int) -> str | int:
+        if isinstance(self.sink, StoragenodeSink):
+            return self.sink.make_id(self.run_token, n)
+        return f"F{self.run_token}-{n:08d}"
+
+    def _delivered(self, node: str, events: list[Event]) -> list[str | int]:
+        ids = [event.id for event in events]
         self.fed.extend(ids)
         self.history.record("feed", ids=ids, node=node)
         return ids
 
-    def line(self, piece_id: str, ts: datetime) -> str:
-        """A storagenode ``uploaded``/``downloaded`` line for one transfer."""
-        rng = self.rng
-        message, action, _ = rng.choices(TRANSFERS, self._weights)[0]
-        fields: dict[str, Any] = {
-            "Piece ID": piece_id,
-            "Satellite ID": rng.choice(SATELLITES),
-            "Action": action,
-            "Size": rng.choice((2_319_872, 1_048_576, 181_504, 36_864, rng.randrange(512, 2_319_872))),
-            "Remote Address": f"203.0.113.{rng.randrange(1, 255)}:{rng.randrange(1024, 65536)}",
-        }
-        return format_line(ts, "INFO", "piecestore", message, fields)
+    def _refused(self, node: str, events: list[Event], exc: FeedRejected) -> None:
+        if self.first_rejection is None:
+            self.first_rejection = exc.message
+            log.warning("feed: %s (recorded as feed_error; the feed goes on)", exc.message)
+        self.rejected += len(events)
+        self.history.record("feed_error", ids=[e.id for e in events], node=node, error=exc.message)
 
 
 def _checked_rate(rate: float) -> float:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.external import make_target
 from harness.feed import Feed
 from harness.history import History
 from harness.load import EXIT_MARGIN, LOAD_COHORT, LocustRun
@@ -52,7 +53,7 @@ async def stage(target_spec: TargetSpec, run_dir: Path, *, feed_rate: float = 20
     try:
         async with running_toxiproxy(run_dir) as toxiproxy, AsyncExitStack() as stack:
             assert toxiproxy.server is not None
-            target = await stack.enter_async_context(Target(target_spec, run_dir / "target", history, params=params))
+            target = await stack.enter_async_context(make_target(target_spec, run_dir / "target", history, params))
             proxy = await target_proxy(toxiproxy, target, stack, LOAD_COHORT)
             feed = await start_feed(target, history, feed_rate, random.Random(f"{seed}:feed"), stack)
             yield Stage(history, toxiproxy.server, target, proxy, feed)

@@ -25,6 +25,7 @@ from harness import browser
 from harness.checkers import CheckContext, CohortInfo, Verdict, run_checks, scenario_status
 from harness.clients import Cohort, MessageShape, ProbeClient, StuckClient
 from harness.errors import HarnessError
+from harness.external import external_skip_reason, inapplicable_checks, make_target
 from harness.faults import Fault, FaultContext, make_fault
 from harness.feed import Feed
 from harness.history import History
@@ -262,7 +263,7 @@ async def target_proxy(toxiproxy: Toxiproxy, target: Target, stack: AsyncExitSta
 
 async def start_feed(target: Target, history: History, rate: float, rng: random.Random, stack: AsyncExitStack) -> Feed:
     """The target's feed at ``rate`` events a second, stopped when ``stack`` closes."""
-    feed = Feed(target.spec, target.workdir, history, rate, rng)
+    feed = Feed(target.spec, target.workdir, history, rate, rng, placeholders=target.placeholders())
     stack.push_async_callback(feed.stop)
     await feed.start()
     return feed
@@ -319,7 +320,9 @@ async def execute(run: Run, out_dir: Path, progress: Progress, phases: dict[str,
         faulted=set(run.faulted),
         stored_ids=run.target.stored_ids(),
     )
-    verdicts = run_checks(ctx_checks, scenario.checks)
+    inapplicable = inapplicable_checks(run.target, ctx_checks, scenario.checks)
+    ran = iter(run_checks(ctx_checks, {n: o for n, o in scenario.checks.items() if n not in inapplicable}))
+    verdicts = [inapplicable[n] if n in inapplicable else next(ran) for n in scenario.checks]
     phases["checks_s"] = time.monotonic() - mark
     return verdicts
 
@@ -333,7 +336,7 @@ async def run_scenario(
     progress: Progress = lambda _: None,
 ) -> ScenarioResult:
     out_dir.mkdir(parents=True, exist_ok=True)
-    skipped = skip_reason(scenario)
+    skipped = skip_reason(scenario) or external_skip_reason(scenario, target_spec)
     if skipped is not None:
         result = ScenarioResult(scenario.name, "skipped", [], 0.0, out_dir, seed, reason=skipped)
         (out_dir / "result.json").write_text(json.dumps(result.to_json(), indent=2))
@@ -341,7 +344,7 @@ async def run_scenario(
     history = History(out_dir / "history.jsonl")
     started = time.monotonic()
     phases: dict[str, float] = {}
-    target = Target(target_spec, out_dir / "target", history, params=scenario.target_params)
+    target = make_target(target_spec, out_dir / "target", history, params=scenario.target_params)
     verdicts: list[Verdict] = []
     error = None
     try:

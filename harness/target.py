@@ -90,6 +90,20 @@ def _port_holder(host: str, port: int) -> str:
     return ""
 
 
+def established_on(processes: list[psutil.Process], port: int) -> int | None:
+    """How many ESTABLISHED TCP connections ``processes`` hold on their local ``port`` (the clients a
+    server without a registry gauge holds); None when the system does not tell."""
+    count, told = 0, False
+    for process in processes:
+        try:
+            connections = process.net_connections(kind="tcp")
+        except psutil.Error:
+            continue
+        told = True
+        count += sum(c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port for c in connections)
+    return count if told else None
+
+
 # ---------------------------------------------------------------------------------------------
 # The log follower
 
@@ -206,6 +220,11 @@ class Target:
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.running
+
+    @property
+    def counts_sockets(self) -> bool:
+        """Without a registry gauge, the registry size is the count of the process's client sockets."""
+        return self.spec.metrics is None or self.spec.metrics.clients is None
 
     @property
     def paused(self) -> bool:
@@ -538,7 +557,11 @@ class Target:
                 self._record_exit()
                 return
             values.update(self._process_stats())
-            self.history.record("metrics", clients=clients, values=values)
+            if self.counts_sockets:
+                clients = established_on(self._tracked_processes(), self.port) if self._ps is not None else None
+                self.history.record("metrics", clients=clients, values=values, source="sockets")
+            else:
+                self.history.record("metrics", clients=clients, values=values)
             next_at = max(next_at, loop.time())
 
     async def _fetch_metrics(self) -> tuple[float | None, dict[str, float]]:

@@ -1,18 +1,21 @@
 """The target file: how to start a WebSocket server under test and how to watch it.
 
 A target file (YAML, checked against ``target.schema.json``) gives the start command with
-placeholders, the WebSocket path, the readiness check, the log format, the metrics endpoint, the
-feed and the database. ``load_target`` reads and checks one; ``harness.target.Target`` runs it.
+placeholders (or the ``url`` of a server already running, on a loopback address), the WebSocket
+path, the readiness check, the log format, the metrics endpoint, the feed and the database.
+``load_target`` reads and checks one; ``harness.target.Target`` runs it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import yaml
@@ -25,6 +28,9 @@ SCHEMA = json.loads((Path(__file__).parent / "target.schema.json").read_text(enc
 
 BUILTIN_PLACEHOLDERS = ("python", "host", "port", "workdir")
 PATH_PLACEHOLDERS = ("workdir",)  # all that feed files and the database path may use
+EVENT_PLACEHOLDERS = ("id", "n", "t", "node")  # what a feed's templates may use
+FEED_ARGV_PLACEHOLDERS = ("python", "host", "port", "workdir")
+DEFAULT_ID_FIELD = "Piece ID"
 DEFAULT_LEVEL_REGEX = r"\b(?P<level>DEBUG|INFO|WARN(?:ING)?|ERROR|CRITICAL|FATAL|PANIC)\b"
 RAW_LEVEL = "RAW"
 
@@ -79,10 +85,28 @@ class MetricsSpec:
 
 @dataclass(frozen=True)
 class FeedSpec:
+    """How events go in: ``kind`` and that kind's fields (the others keep their defaults)."""
+
     kind: str
-    files: dict[str, str]  # node name: file template ({workdir} only)
+    files: dict[str, str] = field(default_factory=dict)  # storagenode_log: node name: file template
+    id_field: str = DEFAULT_ID_FIELD  # storagenode_log
+    file: str | None = None  # line: file template ({workdir} only)
+    template: str | None = None  # line
+    nodes: list[str] = field(default_factory=lambda: ["n1"])  # line, http, command
+    method: str = "POST"  # http
+    path: str | None = None  # http: on the target
+    url: str | None = None  # http: or a loopback URL
+    headers: dict[str, str] = field(default_factory=dict)  # http
+    body: Any = None  # http: None is {"id": "{id}", "n": "{n}", "t": "{t}", "node": "{node}"}
+    status: int | list[int] = 200  # http
+    batch: int | None = None  # http, command: None is one event a request, all of a tick a run
+    argv: list[str] = field(default_factory=list)  # command
+    timeout: float = 5.0  # http, command
 
     def paths(self, workdir: Path) -> dict[str, Path]:
+        """The files the target reads, by name (none for http and command)."""
+        if self.kind == "line" and self.file is not None:
+            return {"line": workdir_path(self.file, workdir)}
         return {node: workdir_path(template, workdir) for node, template in self.files.items()}
 
 
@@ -98,7 +122,8 @@ class PersistenceSpec:
 @dataclass(frozen=True)
 class TargetSpec:
     name: str
-    command: list[str]
+    command: list[str] = field(default_factory=list)
+    url: str | None = None  # a server already running: then no command
     params: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     ws_path: str = "/ws"
@@ -117,6 +142,11 @@ class TargetSpec:
     def cwd(self) -> Path:
         """Where the command runs: the target file's directory."""
         return self.path.parent if self.path is not None else Path.cwd()
+
+    @property
+    def external(self) -> bool:
+        """A server the harness attaches to (``url``) rather than starts."""
+        return self.url is not None
 
 
 def load_target(path: str | Path) -> TargetSpec:
@@ -162,9 +192,10 @@ def _semantic_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
     params = raw.get("params") or {}
     problems = [(f"params.{k}", f"{k!r} is a built-in placeholder") for k in params if k in BUILTIN_PLACEHOLDERS]
     known = (*BUILTIN_PLACEHOLDERS, *params)
-    problems += _placeholder_problems("command", raw["command"], known)
+    problems += _command_or_url(raw)
+    problems += _placeholder_problems("command", raw.get("command") or [], known)
     problems += _placeholder_problems("env", raw.get("env") or {}, known)
-    problems += _placeholder_problems("feed.files", (raw.get("feed") or {}).get("files", {}), PATH_PLACEHOLDERS)
+    problems += _feed_problems(raw.get("feed") or {})
     persistence = raw.get("persistence") or {}
     problems += _placeholder_problems("persistence", {"sqlite": persistence.get("sqlite", "")}, PATH_PLACEHOLDERS)
     problems += _ready_problems(raw.get("ready") or {})
@@ -181,6 +212,67 @@ def _placeholder_problems(where: str, values: list[Any] | dict[str, Any], known:
                 spot = f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}"
                 problems.append((spot, f"unknown placeholder {{{name}}} (known: {', '.join(sorted(known))})"))
     return problems
+
+
+def _command_or_url(raw: dict[str, Any]) -> list[tuple[str, str]]:
+    if "command" in raw and "url" in raw:
+        return [("url", "give command (a server the harness starts) or url (one already running), not both")]
+    if "command" not in raw and "url" not in raw:
+        return [("command", "give command (a server the harness starts) or url (one already running)")]
+    if "url" in raw:
+        return [("url", problem)] if (problem := loopback_problem(raw["url"])) else []
+    return []
+
+
+def _feed_problems(feed: dict[str, Any]) -> list[tuple[str, str]]:
+    problems = _placeholder_problems("feed.files", feed.get("files", {}), PATH_PLACEHOLDERS)
+    problems += _placeholder_problems("feed", {"file": feed.get("file", "")}, PATH_PLACEHOLDERS)
+    problems += _placeholder_problems("feed", {"template": feed.get("template", "")}, EVENT_PLACEHOLDERS)
+    problems += _placeholder_problems("feed.argv", feed.get("argv", []), FEED_ARGV_PLACEHOLDERS)
+    body = " ".join(_strings_in(feed.get("body"), []))
+    problems += _placeholder_problems("feed", {"body": body}, EVENT_PLACEHOLDERS)
+    if feed.get("kind") == "http":
+        if ("path" in feed) == ("url" in feed):
+            problems.append(("feed.path", "give path (on the target) or url (a loopback URL), one of them"))
+        elif "url" in feed and (problem := loopback_problem(feed["url"])):
+            problems.append(("feed.url", problem))
+    return problems
+
+
+def _strings_in(value: Any, out: list[str]) -> list[str]:
+    if isinstance(value, str):
+        out.append(value)
+    elif isinstance(value, dict | list):
+        for item in value.values() if isinstance(value, dict) else value:
+            _strings_in(item, out)
+    return out
+
+
+def loopback_problem(url: str) -> str | None:
+    """Why ``url`` is not on this machine's loopback, or None: the harness never sends traffic off it."""
+    try:
+        host = urlsplit(url).hostname
+        port = urlsplit(url).port
+    except ValueError as exc:
+        return f"not a valid URL: {exc}"
+    if not host or port is None:
+        return f"{url!r} needs a host and a port"
+    if host == "localhost":
+        return None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return f"{host!r} is not a loopback address: give 127.0.0.1, ::1 or localhost (traffic stays on this machine)"
+    if not address.is_loopback:
+        return f"{host} is not a loopback address: the harness sends no traffic off this machine"
+    return None
+
+
+def loopback_host(url: str) -> tuple[str, int]:
+    """The (host, port) of a checked loopback URL, ``localhost`` as 127.0.0.1."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    return ("127.0.0.1" if parts.hostname == "localhost" else parts.hostname), parts.port
 
 
 def _ready_problems(ready: dict[str, Any]) -> list[tuple[str, str]]:
@@ -214,10 +306,11 @@ def _build(raw: dict[str, Any], path: Path | None) -> TargetSpec:
 
     return TargetSpec(
         name=raw["name"],
-        command=list(raw["command"]),
+        command=list(raw.get("command") or []),
+        url=raw.get("url"),
         params=dict(raw.get("params") or {}),
         env={k: _text(v) for k, v in (raw.get("env") or {}).items()},
-        ws_path=raw.get("ws_path", "/ws"),
+        ws_path=raw.get("ws_path", _url_path(raw.get("url")) or "/ws"),
         ready=_ready(raw.get("ready")),
         logs=LogSpec(**raw.get("logs", {})),
         metrics=optional("metrics", MetricsSpec),
@@ -227,6 +320,12 @@ def _build(raw: dict[str, Any], path: Path | None) -> TargetSpec:
         path=path,
         description=raw.get("description", ""),
     )
+
+
+def _url_path(url: str | None) -> str | None:
+    """The WebSocket path a ``url`` names, if it names one."""
+    path = urlsplit(url).path if url else ""
+    return path if path not in ("", "/") else None
 
 
 def _ready(raw: dict[str, Any] | None) -> ReadySpec:

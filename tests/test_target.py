@@ -171,7 +171,8 @@ async def test_raw_lines_and_a_target_without_metrics(tmp_path: Path) -> None:
     levels = [(r["level"], r["line"][:9]) for r in history.of("log")][:3]
     assert levels == [("WARNING", '{"level":'), ("RAW", "Traceback"), ("RAW", '  File "a')]
     sample = next(iter(history.of("metrics")))
-    assert sample["clients"] is None and sample["values"]["rss_bytes"] > 0
+    # No registry gauge: the registry size is the count of its client sockets (none connected).
+    assert sample["clients"] == 0 and sample["source"] == "sockets" and sample["values"]["rss_bytes"] > 0
     assert not target.running and target.stored_ids() is None
 
 

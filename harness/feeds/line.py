@@ -1,0 +1,23 @@
+"""The ``line`` feed: one line a event, from a template with {id} {n} {t} {node}, appended to a file
+the target tails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.feeds.base import Event, FileSink, render_text
+from harness.targetspec import FeedSpec
+
+
+class LineSink(FileSink):
+    kind = "line"
+
+    def __init__(self, spec: FeedSpec, workdir: Path) -> None:
+        assert spec.template is not None
+        self.files = spec.paths(workdir)
+        self.path = self.files["line"]
+        self.template = spec.template
+        self.nodes = list(spec.nodes)
+
+    def write(self, node: str, events: list[Event]) -> None:
+        self.append(self.path, [render_text(self.template, event) for event in events], node)
