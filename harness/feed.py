@@ -150,12 +150,14 @@ class Feed:
             size = self.sink.batch or len(events)
             for start in range(0, len(events), size):
                 batch = events[start : start + size]
+                # Stamped before the send: the target may broadcast an event before its request returns.
+                sent = {"t": round(self.history.now(), 6), "w": time.time()}
                 try:
                     await self.sink.send(node, batch)
                 except FeedRejected as exc:
                     self._refused(node, batch, exc)
                     continue
-                delivered += self._delivered(node, batch)
+                delivered += self._delivered(node, batch, sent)
         return delivered
 
     def _plan(self, count: int) -> dict[str, list[Event]]:
@@ -174,10 +176,10 @@ class Feed:
             return self.sink.make_id(self.run_token, n)
         return f"F{self.run_token}-{n:08d}"
 
-    def _delivered(self, node: str, events: list[Event]) -> list[str | int]:
+    def _delivered(self, node: str, events: list[Event], sent: dict[str, float] | None = None) -> list[str | int]:
         ids = [event.id for event in events]
         self.fed.extend(ids)
-        self.history.record("feed", ids=ids, node=node)
+        self.history.record("feed", ids=ids, node=node, **(sent or {}))
         return ids
 
     def _refused(self, node: str, events: list[Event], exc: FeedRejected) -> None:
