@@ -91,7 +91,7 @@ async def run_suite(
     results = []
     async with running_toxiproxy(run_dir) as toxiproxy:
         for scenario in scenarios:
-            click.echo(f"- {scenario.name}: {scenario.description.strip().splitlines()[0][:90]}")
+            click.echo(f"- {scenario.name}: {(scenario.description.strip().splitlines() or [''])[0][:90]}")
             sub_seed = scenario_seed(seed, scenario.name)
             result = await run_scenario(
                 scenario, target, toxiproxy, run_dir / scenario.name, sub_seed,
