@@ -44,10 +44,11 @@ class CalibrationStep:
     duration_s: float
     run_dir: str
     figures: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None  # the step could not run: that says nothing about the target's capacity
 
     def to_json(self) -> dict[str, Any]:
         return {"rate": self.rate, "held": self.held, "summary": self.summary, "duration_s": round(self.duration_s, 2),
-                "run_dir": self.run_dir, **self.figures}  # fmt: skip
+                "run_dir": self.run_dir, "error": self.error, **self.figures}  # fmt: skip
 
 
 @dataclass
@@ -105,7 +106,7 @@ async def measure(
     started = time.monotonic()
     result = await run_scenario(scenario, target, toxiproxy, run_dir / f"step-{index:02d}-{rate:g}", seed=index)
     return CalibrationStep(rate, result.status == "pass", _step_summary(result), time.monotonic() - started,
-                           str(result.run_dir), _step_figures(result))  # fmt: skip
+                           str(result.run_dir), _step_figures(result), result.error)  # fmt: skip
 
 
 def _step_summary(result: ScenarioResult) -> str:
@@ -131,8 +132,12 @@ class Calibration:
     budget_spent: bool  # the search stopped on its time budget, not because it had narrowed enough
 
     @property
+    def error(self) -> str | None:
+        return next((s.error for s in self.steps if s.error), None)
+
+    @property
     def held(self) -> bool:
-        return self.capacity.rate > 0
+        return self.capacity.rate > 0 and self.error is None
 
 
 async def calibrate(
@@ -158,6 +163,8 @@ async def calibrate(
         steps.append(step)
         search.add(rate, step.held)
         progress(step)
+        if step.error:
+            break
     capacity = Capacity(
         target=target.name,
         target_file=str(target.path) if target.path is not None else None,
@@ -175,6 +182,9 @@ async def calibrate(
 
 def summary_lines(calibration: Calibration) -> list[str]:
     c = calibration.capacity
+    if calibration.error:
+        return [f"calibration stopped: the step at {calibration.steps[-1].rate:g}/s could not run "
+                f"({calibration.error}): no capacity stored"]  # fmt: skip
     if not calibration.held:
         return [f"{c.target} did not deliver every event to {c.clients} clients with e2e p99 under {c.p99_ms:g} ms "
                 f"at any rate tried (down to {c.failed_rate:g}/s): no capacity stored"]  # fmt: skip

@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
+from harness.calibrate import calibrate, summary_lines
 from harness.checkers import UNKNOWN, UNRELIABLE
 from harness.history import History
 from harness.runner import run_scenario
 from harness.scenario import parse
-from harness.targetspec import load_target
+from harness.targetspec import load_target, parse_target
 from harness.toxiproxy import Toxiproxy
 
 pytestmark = pytest.mark.integration
@@ -90,3 +91,14 @@ async def test_a_fault_scenario_fed_above_the_targets_capacity_is_unknown_not_fa
 
     under = await run_scenario(parse(stuck_reader(LIMIT / 2), "fed"), target, toxiproxy, tmp_path / "under", seed=1)
     assert [(v.checker, v.status) for v in under.verdicts] == [("delivery", "pass")], under.verdicts
+
+
+@pytest.mark.timeout(60)
+async def test_a_step_that_cannot_run_stops_the_search_and_nothing_is_claimed(
+    toxiproxy: Toxiproxy, tmp_path: Path
+) -> None:
+    broken = parse_target({"name": "broken", "command": ["{python}", "-c", "import sys; sys.exit(3)"],
+                           "ready": {"tcp": True, "timeout": 5}}, "broken.yaml")  # fmt: skip
+    result = await calibrate(broken, toxiproxy, tmp_path, clients=2, budget_s=60, step_s=1)
+    assert len(result.steps) == 1 and result.error and not result.held
+    assert summary_lines(result)[0].startswith("calibration stopped: the step at 100/s could not run (")
