@@ -6,6 +6,8 @@ with a server's ``sent_at``) and ``kind``. The kinds and their fields:
 
 - ``step``: ``name`` (steady_before, method, heal, steady_after, checks), ``detail``
 - ``feed``: ``ids`` (event ids appended to the target's input), ``node``
+- ``feed_rate``: ``rate`` (events a second the feed starts at), ``share_percent``, ``capacity`` and ``key``
+  (when the scenario gave the rate as a share of the target's stored capacity)
 - ``fault_start`` / ``fault_heal``: ``fault`` (its name in the scenario), ``type``, ``cohort``, ``params``
 - ``connect``: ``client``, ``cohort``, ``attempt``
 - ``connect_error``: ``client``, ``cohort``, ``error``

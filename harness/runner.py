@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import aiohttp
 import psutil
 
 from harness import browser
+from harness.capacity import DEFAULT_CAPACITY_FILE, resolve_feed_rate
 from harness.checkers import CheckContext, CohortInfo, Verdict, run_checks, scenario_status
 from harness.clients import Cohort, MessageShape, ProbeClient, StuckClient
 from harness.errors import HarnessError
@@ -334,7 +335,9 @@ async def run_scenario(
     out_dir: Path,
     seed: int,
     progress: Progress = lambda _: None,
+    capacity_file: Path = DEFAULT_CAPACITY_FILE,
 ) -> ScenarioResult:
+    """Run one scenario; a ``feed.rate`` given as a share resolves from the capacity in ``capacity_file``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     skipped = skip_reason(scenario) or external_skip_reason(scenario, target_spec)
     if skipped is not None:
@@ -348,6 +351,9 @@ async def run_scenario(
     verdicts: list[Verdict] = []
     error = None
     try:
+        rate = resolve_feed_rate(scenario.feed_rate, target_spec, capacity_file, scenario.name)
+        history.record("feed_rate", **rate.to_record())
+        scenario = replace(scenario, feed_rate=rate.rate)
         async with aiohttp.ClientSession() as session:
             run = Run(scenario, history, target, toxiproxy, seed, session)
             async with asyncio.timeout(scenario.timeout):

@@ -47,7 +47,7 @@ class Scenario:
     steps: list[Step]
     checks: dict[str, dict[str, Any]]
     target_params: dict[str, Any] = field(default_factory=dict)
-    feed_rate: float = 200.0
+    feed_rate: float | str = 200.0  # events a second, or "50%": a share of the target's capacity
     steady_state: float = 1.0
     timeout: float = 120.0
     core: bool = True

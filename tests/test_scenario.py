@@ -61,7 +61,7 @@ def test_a_load_block_takes_the_scenario_timeout_as_its_run_time() -> None:
 def test_schema_errors_name_the_file_and_the_field() -> None:
     message = problems(doc(cohorts=[{"name": "a", "clients": -1}], feed={"rate": "fast"}))
     assert f"{SOURCE}: cohorts.0.clients: -1 is less than the minimum of 0" in message
-    assert f"{SOURCE}: feed.rate: 'fast' is not of type 'number'" in message
+    assert f"{SOURCE}: feed.rate: 'fast' does not match '^[0-9]+(\\\\.[0-9]+)?%$'" in message
 
 
 @pytest.mark.parametrize(

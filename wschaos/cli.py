@@ -16,6 +16,9 @@ from typing import Any
 import click
 
 from harness import __version__
+from harness import calibrate as calibration
+from harness.capacity import resolve_feed_rate
+from harness.capacity import store as store_capacity
 from harness.errors import HarnessError
 from harness.loadspec import MAX_PROCESSES, MAX_SPAWN_RATE, MAX_TIME_S, MAX_USERS, LoadSpec, parse_mix
 from harness.loadtest import run_plain_load, summary_lines
@@ -82,15 +85,17 @@ def print_summary(results: list[ScenarioResult], run_dir: Path, wall: float) -> 
     click.echo(f"\n{held}, in {wall:.1f}s. Results in {run_dir}")
 
 
-async def run_suite(scenarios: list[Scenario], target: TargetSpec, run_dir: Path, seed: int) -> list[ScenarioResult]:
+async def run_suite(
+    scenarios: list[Scenario], target: TargetSpec, run_dir: Path, seed: int, capacity_file: Path
+) -> list[ScenarioResult]:
     results = []
     async with running_toxiproxy(run_dir) as toxiproxy:
         for scenario in scenarios:
-            click.echo(f"- {scenario.name}: {scenario.description.strip().splitlines()[0][:90]}")
+            click.echo(f"- {scenario.name}: {(scenario.description.strip().splitlines() or [''])[0][:90]}")
             sub_seed = scenario_seed(seed, scenario.name)
             result = await run_scenario(
                 scenario, target, toxiproxy, run_dir / scenario.name, sub_seed,
-                progress=lambda msg: click.echo(f"    {msg}"),
+                progress=lambda msg: click.echo(f"    {msg}"), capacity_file=capacity_file,
             )  # fmt: skip
             print_result(result)
             results.append(result)
@@ -139,18 +144,27 @@ def cli() -> None:
 @click.option("--seed", type=int, default=None, help="seed for every random choice (default: random, recorded)")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
 @click.option("--core", is_flag=True, help="only the scenarios marked core")
-def run(scenarios: tuple[str, ...], target_file: Path | None, seed: int | None, out: Path, core: bool) -> None:
+@click.option("--capacity", "capacity_file", type=click.Path(path_type=Path), default=None,
+              help="capacities measured by `wschaos calibrate`, for feed rates given as a share "
+                   "(default: OUT/capacity.json)")  # fmt: skip
+def run(
+    scenarios: tuple[str, ...], target_file: Path | None, seed: int | None, out: Path, core: bool,
+    capacity_file: Path | None,
+) -> None:  # fmt: skip
     """Run SCENARIOS (names or files; default: every file in scenarios/)."""
     chosen = [load(p) for p in discover(scenarios)]
     if core:
         chosen = [s for s in chosen if s.core]
     target = load_target(target_file) if target_file else bundled_monitor()
+    capacity_file = capacity_file or out / "capacity.json"
+    for scenario in chosen:  # a missing capacity is said before anything starts
+        resolve_feed_rate(scenario.feed_rate, target, capacity_file, scenario.name)
     seed = seed if seed is not None else random.randrange(2**31)
     run_dir = new_run_dir(out.resolve(), "suite" if len(chosen) != 1 else chosen[0].name)
     click.echo(f"wschaos {__version__}: {len(chosen)} scenario(s) against {target.name}, seed {seed}, in {run_dir}")
     started = time.monotonic()
     try:
-        results = run_with_signals(run_suite(chosen, target, run_dir, seed))
+        results = run_with_signals(run_suite(chosen, target, run_dir, seed, capacity_file.resolve()))
     except (KeyboardInterrupt, asyncio.CancelledError):
         click.echo("interrupted: everything the run started has been stopped", err=True)
         sys.exit(130)
@@ -234,6 +248,58 @@ def report(run_dir: Path | None, compare_dirs: tuple[Path, Path] | None, out: Pa
     for line in summary_lines(json.loads(paths["json"].read_text(encoding="utf-8"))):
         click.echo(line)
     click.echo(paths_line(paths))
+
+
+@cli.command("calibrate")
+@click.option("--target", "target_file", type=click.Path(path_type=Path), help="target file (default: the monitor)")
+@click.option("--clients", type=click.IntRange(1, 2000), default=None,
+              help="probe clients (default: the most a core scenario starts with)")  # fmt: skip
+@click.option("--p99-ms", type=click.FloatRange(1, 60000), default=calibration.DEFAULT_P99_MS, show_default=True,
+              help="bound on the end-to-end delivery p99")  # fmt: skip
+@click.option("--budget", "budget_s", type=click.FloatRange(1, 3600), default=calibration.DEFAULT_BUDGET_S,
+              show_default=True, help="seconds the search may take")  # fmt: skip
+@click.option("--step-s", type=click.FloatRange(0.5, 60), default=calibration.DEFAULT_STEP_S, show_default=True,
+              help="seconds of feed in each step")  # fmt: skip
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
+@click.option("--capacity", "capacity_file", type=click.Path(path_type=Path), default=None,
+              help="where the result is stored (default: OUT/capacity.json)")  # fmt: skip
+def calibrate_command(
+    target_file: Path | None, clients: int | None, p99_ms: float, budget_s: float, step_s: float, out: Path,
+    capacity_file: Path | None,
+) -> None:  # fmt: skip
+    """Find the highest feed rate the target delivers in full, without faults, and store it.
+
+    Scenarios can then give their feed rate as a share of it: feed: {rate: "50%"}."""
+    target = load_target(target_file) if target_file else bundled_monitor()
+    clients = clients or calibration.default_clients(load(p) for p in discover())
+    capacity_file = capacity_file or out / "capacity.json"
+    run_dir = new_run_dir(out.resolve(), "calibrate")
+    click.echo(f"wschaos {__version__}: calibrating {target.name} with {clients} clients, e2e p99 under "
+               f"{p99_ms:g} ms, {step_s:g} s a step, budget {budget_s:g} s, in {run_dir}")  # fmt: skip
+
+    async def search() -> calibration.Calibration:
+        async with running_toxiproxy(run_dir) as toxiproxy:
+            return await calibration.calibrate(target, toxiproxy, run_dir, clients=clients, p99_ms=p99_ms,
+                                               budget_s=budget_s, step_s=step_s, progress=print_step)  # fmt: skip
+
+    try:
+        result = run_with_signals(search())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        click.echo("interrupted: everything the calibration started has been stopped; nothing stored", err=True)
+        sys.exit(130)
+    (run_dir / "calibration.json").write_text(json.dumps(result.capacity.to_json(), indent=2))
+    click.echo("")
+    for line in calibration.summary_lines(result):
+        click.echo(line)
+    if not result.held:
+        sys.exit(1)
+    key = store_capacity(capacity_file, target, result.capacity)
+    click.echo(f"  stored in {capacity_file} as {key}")
+
+
+def print_step(step: calibration.CalibrationStep) -> None:
+    status = click.style("held", fg="green") if step.held else click.style("did not hold", fg="red")
+    click.echo(f"  {step.rate:>8g}/s {status} ({step.duration_s:.1f}s): {step.summary[:160]}")
 
 
 @cli.command("list")

@@ -29,6 +29,7 @@ from harness.checkers.base import (
     saturation_reason,
     told_to_resync,
 )
+from harness.checkers.fault_free import unless_overfed
 
 
 @dataclass
@@ -76,6 +77,9 @@ def check_delivery(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
         (default 85) or one client's unprocessed bytes above this (default 256 KiB) in a ``harness_cpu``
         record. Then the verdict is "unknown" (reason "unreliable") instead of pass or fail (loss, duplicates and
         reorders still fail).
+
+    In a fault scenario, a failure while the target did not keep up with the feed even before the first
+    fault is unknown (unreliable) instead: see ``harness.checkers.fault_free``.
     """
     opts = parse_options(
         "delivery",
@@ -109,8 +113,9 @@ def check_delivery(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
     if over and not evidence and not saturation_reason(ctx.history, opts["cpu_limit_percent"], opts["backlog_limit"]):
         scope = f"{figures['clients']} client(s) of {', '.join(cohorts)}"
         summary = f"{scope}: end-to-end delivery latency over its bound: {describe_item(over[0])}"
-        return Verdict("delivery", FAIL, summary, over, figures)
-    return _delivery_verdict(ctx, opts, cohorts, evidence, figures, latency, results)
+        return unless_overfed(ctx, opts, cohorts, Verdict("delivery", FAIL, summary, over, figures))
+    verdict = _delivery_verdict(ctx, opts, cohorts, evidence, figures, latency, results)
+    return unless_overfed(ctx, opts, cohorts, verdict)
 
 
 def _end_to_end_ms(ctx: CheckContext, cohorts: list[str], fed: list[Record]) -> list[float]:

@@ -6,7 +6,8 @@ sends every connected client ``{"type": "log_entry_batch", "seq": n, "sent_at": 
 [{"piece_id": ..., "node": ...}]}`` with ``websockets.broadcast()``, which never waits for a slow
 client (it buffers for it instead, without bound). A new client first gets ``{"type": "init",
 "epoch": ..., "seq": ...}``. There is no resume: ``?epoch=&since=`` is ignored. ``/healthz`` answers
-JSON, ``/metrics`` Prometheus text. Logs are JSON lines on stderr.
+JSON, ``/metrics`` Prometheus text. Logs are JSON lines on stderr. ``--max-rate N`` makes it a slow
+server: it sends at most N events a second, and the rest wait their turn, in order, without bound.
 
 It is deliberately independent of the monitor: it shares no code with it.
 """
@@ -103,9 +104,11 @@ def event_of(line: str, node: str) -> dict[str, Any] | None:
 
 
 class Broadcaster:
-    def __init__(self, tails: list[LogTail], interval: float = INTERVAL) -> None:
+    def __init__(self, tails: list[LogTail], interval: float = INTERVAL, max_rate: float = 0.0) -> None:
         self.tails = tails
         self.interval = interval
+        self.limit = RateLimit(max_rate) if max_rate > 0 else None
+        self.waiting: list[dict[str, Any]] = []
         self.epoch = f"{int(time.time())}-{uuid.uuid4().hex[:8]}"
         self.seq = 0
         self.clients: set[ServerConnection] = set()
@@ -122,6 +125,9 @@ class Broadcaster:
             except OSError as exc:
                 log.warning("cannot read a log file: %s", exc)
                 continue
+            if self.limit is not None:
+                self.waiting += events
+                events, self.waiting = self.limit.take(self.waiting)
             for start in range(0, len(events), MAX_BATCH):
                 self.broadcast(events[start : start + MAX_BATCH])
 
@@ -189,6 +195,23 @@ class Broadcaster:
         return "\n".join(lines) + "\n"
 
 
+class RateLimit:
+    """At most ``rate`` events a second, the fraction carried over; an idle spell saves up at most two ticks' worth."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.allowance = 0.0
+        self.last = time.monotonic()
+
+    def take(self, events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        now = time.monotonic()
+        self.allowance = min(self.allowance + self.rate * (now - self.last), max(1.0, self.rate * INTERVAL * 2))
+        self.last = now
+        count = min(len(events), int(self.allowance))
+        self.allowance -= count
+        return events[:count], events[count:]
+
+
 def log_source(text: str) -> LogTail:
     """``NAME:PATH``, or a bare path whose file name without extension is the node's name."""
     match = _NAMED.match(text)
@@ -198,7 +221,7 @@ def log_source(text: str) -> LogTail:
 
 
 async def serve_forever(args: argparse.Namespace) -> None:
-    state = Broadcaster(args.log)
+    state = Broadcaster(args.log, max_rate=args.max_rate)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -226,6 +249,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--log", nargs="+", action="extend", type=log_source, required=True, metavar="[NAME:]FILE",
                    help="storagenode log file(s) to tail")  # fmt: skip
     p.add_argument("--heartbeat", type=float, default=20.0, help="ping interval and timeout in seconds")
+    p.add_argument("--max-rate", type=float, default=0.0, help="send at most this many events a second (0: no limit)")
     return p.parse_args(argv)
 
 
