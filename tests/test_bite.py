@@ -148,3 +148,22 @@ async def test_a_stuck_reader_on_the_monitor_bites_within_seconds(toxiproxy: Tox
     assert bite["bit"] is True and bite["figures"]["full_after_s"] < 10
     assert bite["figures"]["tx_max[silent-stuck-0]"] > 0 and bite["figures"]["rx_max[silent-stuck-0]"] > 0
     assert [v.status for v in result.verdicts] == [PASS]
+
+
+def test_delivery_names_the_longest_stall_of_healthy_clients_while_the_feed_ran() -> None:
+    history = History()
+    history.records.append({"t": 0.0, "w": 100.0, "kind": "init", "client": "g-0", "epoch": "e", "seq": 0})
+    history.records.append({"t": 0.0, "w": 100.0, "kind": "connect", "client": "g-0", "cohort": "g"})
+    for i in range(50):  # an event every 0.1 s; between t=1 and t=4 nothing arrives, then the backlog
+        t = i / 10
+        history.records.append({"t": t, "w": 100.0 + t, "kind": "feed", "ids": [f"e{i}"]})
+        recv = t if not 1.0 < t <= 4.0 else 4.05
+        history.records.append({"t": max(t, recv), "w": 100.0 + recv, "kind": "batch", "client": "g-0", "seq": i + 1,
+                                "ids": [f"e{i}"], "sent_at": 100.0 + recv, "recv_at": 100.0 + recv})  # fmt: skip
+    history.records.sort(key=lambda r: r["t"])
+    ctx = CheckContext(history=history, cohorts={"g": CohortInfo("g", 1, "probe")})
+    (verdict,) = run_checks(ctx, {"delivery": {"cohorts": ["g"], "e2e_p99_ms": 1000}})
+    assert verdict.status == "fail"
+    assert verdict.figures["stall_start_t"] == 1.0 and verdict.figures["stall_max_s"] == pytest.approx(3.05)
+    assert verdict.evidence[-1] == {"problem": "healthy clients received nothing while the feed ran", "t": 1.0,
+                                    "length_s": pytest.approx(3.05)}  # fmt: skip

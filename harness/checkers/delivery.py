@@ -30,7 +30,7 @@ from harness.checkers.base import (
     told_to_resync,
 )
 
-STALL_EVIDENCE_S = 1.0  # a failing verdict names the longest stall when it was at least this long
+STALL_EVIDENCE_S = 2.0  # a failing verdict names the longest stall when it was longer than this
 
 
 @dataclass
@@ -110,7 +110,7 @@ def check_delivery(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
     stall = _longest_stall(ctx, cohorts, fed)
     figures.update({"stall_max_s": stall["length_s"], "stall_start_t": stall["t"]} if stall else {})
     verdict = _judge(ctx, opts, cohorts, evidence, figures, latency, e2e, results)
-    if verdict.status == FAIL and stall and stall["length_s"] >= STALL_EVIDENCE_S:
+    if verdict.status == FAIL and stall and stall["length_s"] > STALL_EVIDENCE_S:
         verdict.evidence.append(stall)
     return verdict
 
