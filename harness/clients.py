@@ -565,6 +565,11 @@ class StuckClient:
     def backlog(self) -> int:
         return unread_bytes(self._sock) if self._sock is not None else 0
 
+    @property
+    def sock(self) -> socket.socket | None:
+        """The raw socket while the client holds it (its queues show whether a fault bit)."""
+        return self._sock
+
 
 # --- cohorts ------------------------------------------------------------------------------------
 

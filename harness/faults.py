@@ -18,6 +18,7 @@ from typing import Any, ClassVar, TypeVar
 
 import aiohttp
 
+from harness.bite import SlowWatch, StuckWatch, Subject, receiving, record_cut, record_cut_off, record_receiving
 from harness.clients import Cohort, MessageShape, ProbeClient, StuckClient
 from harness.errors import HarnessError, ToxiproxyError
 from harness.history import History
@@ -88,8 +89,13 @@ class Fault:
                            params=self.params)  # fmt: skip
         await self.apply(ctx)
 
+    async def settle(self, ctx: FaultContext) -> None:
+        """Return once the fault has run its course: a fault that must bite first runs until it has
+        (within its ceiling) and then for its hold; most faults at once."""
+
     async def heal(self, ctx: FaultContext) -> None:
         await self.undo(ctx)
+        self.record_bite(ctx)
         ctx.history.record("fault_heal", fault=self.spec.name, type=self.type, cohort=self.spec.cohort)
 
     async def cleanup(self, ctx: FaultContext) -> None:
@@ -105,6 +111,12 @@ class Fault:
 
     async def apply(self, ctx: FaultContext) -> None:
         raise NotImplementedError
+
+    def record_bite(self, ctx: FaultContext) -> None:
+        """On heal, for faults judged from the History: the ``fault_bite`` record (see harness.bite)."""
+
+    def subject(self) -> Subject:
+        return Subject(self.spec.name, self.type, self.spec.cohort)
 
     async def undo(self, ctx: FaultContext) -> None:
         """Most faults heal by removing the toxics they added; some have nothing to undo."""
@@ -169,11 +181,22 @@ class MidSendDisconnect(Fault):
     type = "mid_send_disconnect"
     defaults: ClassVar[dict[str, Any]] = {"bytes": 1500, "rst": False}
 
+    def __init__(self, spec: FaultSpec) -> None:
+        super().__init__(spec)
+        self.victims: list[str] = []
+        self.armed_t = 0.0
+        self.receiving: dict[str, float] = {}
+
     async def apply(self, ctx: FaultContext) -> None:
+        self.victims = [c.name for c in ctx.cohorts[self.spec.cohort or ""].clients if c.connected]
+        self.armed_t, self.receiving = ctx.history.now(), receiving(ctx.history, self.victims)
         if self.params["rst"]:
             await self.add_toxic(ctx, self.toxic(), "reset_peer", "downstream", {"timeout": 0})
         else:
             await self.add_toxic(ctx, self.toxic(), "limit_data", "downstream", {"bytes": self.params["bytes"]})
+
+    def record_bite(self, ctx: FaultContext) -> None:
+        record_cut_off(self.subject(), ctx.history, self.victims, self.armed_t, self.receiving)
 
 
 class MassDrop(Fault):
@@ -186,6 +209,7 @@ class MassDrop(Fault):
         cohort = ctx.cohorts[self.spec.cohort or ""]
         victims = cohort.sample(max(1, round(self.params["share"] * len(cohort.clients))), ctx.rng)
         rst = self.params["rst"]
+        record_receiving(self.subject(), ctx.history, [c.name for c in victims], "the reset")
         await asyncio.gather(*(c.abort() if rst else c.fin() for c in victims))
 
 
@@ -195,15 +219,49 @@ class NetworkCut(Fault):
 
     type = "network_cut"
 
+    def __init__(self, spec: FaultSpec) -> None:
+        super().__init__(spec)
+        self.cut_t = 0.0
+
     async def apply(self, ctx: FaultContext) -> None:
+        self.cut_t = ctx.history.now()
         for stream in ("downstream", "upstream"):
             await self.add_toxic(ctx, self.toxic(f"-{stream}"), "timeout", stream, {"timeout": 0})
 
+    def record_bite(self, ctx: FaultContext) -> None:
+        record_cut(self.subject(), ctx.history, [(self.cut_t, ctx.history.now())])
+
 
 class SlowConsumer(ToxicFault):
+    """The cohort's link reads at ``rate`` KB/s. It runs until the target's send path to the slow
+    link is full (or the target closed it), then for ``hold`` seconds; ``ceiling`` bounds the wait."""
+
     type = "slow_consumer"
     toxic_type = "bandwidth"
-    defaults: ClassVar[dict[str, Any]] = {"rate": 1}  # KB/s
+    defaults: ClassVar[dict[str, Any]] = {"rate": 1, "ceiling": 120.0, "hold": 5.0}  # KB/s, s, s
+
+    def __init__(self, spec: FaultSpec) -> None:
+        super().__init__(spec)
+        self.watch: SlowWatch | None = None
+
+    def attributes(self) -> dict[str, Any]:
+        return {"rate": self.params["rate"]}
+
+    async def apply(self, ctx: FaultContext) -> None:
+        await super().apply(ctx)
+        victims = ctx.cohorts[self.spec.cohort or ""].probes
+        self.watch = SlowWatch(self.subject(), ctx.history, victims, ctx.target.port,
+                               self.params["ceiling"], self.params["hold"])  # fmt: skip
+        self.spawn(self.watch.run(), "bite")
+
+    async def settle(self, ctx: FaultContext) -> None:
+        await settle_watch(self.tasks)
+
+    async def undo(self, ctx: FaultContext) -> None:
+        if self.watch is not None:
+            self.watch.finish("heal")
+        await cancel_all(self.tasks)
+        await super().undo(ctx)
 
 
 class Latency(ToxicFault):
@@ -226,18 +284,22 @@ class SlowClose(ToxicFault):
 
 class StuckReader(Fault):
     """New clients connect and never read. ``answer_heartbeats`` keeps them sending pongs, which
-    defeats eviction that relies on heartbeats alone.
+    defeats eviction that relies on heartbeats alone. The fault runs until the target's send path to
+    each is full (or the target closed it), then for ``hold`` seconds; ``ceiling`` bounds the wait: a
+    target whose kernel send buffers are not capped may take tens of seconds to fill them.
 
     They connect straight to the target unless ``via_proxy``: a proxy in between keeps reading from
     the server into its own socket buffers (megabytes), so backpressure would reach the server only
     after tens of seconds, unlike a real stuck client whose small receive buffer fills at once."""
 
     type = "stuck_reader"
-    defaults: ClassVar[dict[str, Any]] = {"clients": 2, "answer_heartbeats": False, "rcvbuf": 4096, "via_proxy": False}
+    defaults: ClassVar[dict[str, Any]] = {"clients": 2, "answer_heartbeats": False, "rcvbuf": 4096, "via_proxy": False,
+                                          "ceiling": 120.0, "hold": 4.0}  # fmt: skip
 
     def __init__(self, spec: FaultSpec) -> None:
         super().__init__(spec)
         self.stuck: list[StuckClient] = []
+        self.watch: StuckWatch | None = None
 
     def address(self, ctx: FaultContext) -> tuple[str, int]:
         if self.params["via_proxy"]:
@@ -261,8 +323,17 @@ class StuckReader(Fault):
             )
             self.stuck.append(client)
             await client.start()
+        self.watch = StuckWatch(self.subject(), ctx.history, [c for c in self.stuck if c.connected], port,
+                                self.params["ceiling"], self.params["hold"])  # fmt: skip
+        self.spawn(self.watch.run(), "bite")
+
+    async def settle(self, ctx: FaultContext) -> None:
+        await settle_watch(self.tasks)
 
     async def undo(self, ctx: FaultContext) -> None:
+        if self.watch is not None:
+            self.watch.finish("heal")
+        await cancel_all(self.tasks)
         for client in self.stuck:
             await client.stop()
 
@@ -280,6 +351,7 @@ class Flap(Fault):
         super().__init__(spec)
         self.cycling: asyncio.Task[None] | None = None
         self.cut = NetworkCut(FaultSpec(f"{spec.name}-cut", "network_cut", spec.cohort, {}))
+        self.cuts: list[tuple[float, float]] = []
 
     async def apply(self, ctx: FaultContext) -> None:
         self.cycling = self.spawn(self._cycle(ctx), "cycle")
@@ -291,11 +363,15 @@ class Flap(Fault):
                 await asyncio.sleep(self.params["cut"])
             finally:
                 await self.cut.undo(ctx)
+                self.cuts.append((self.cut.cut_t, ctx.history.now()))
             await asyncio.sleep(self.params["up"])
 
     async def undo(self, ctx: FaultContext) -> None:
         if self.cycling is not None:
             await self.cycling
+
+    def record_bite(self, ctx: FaultContext) -> None:
+        record_cut(self.subject(), ctx.history, self.cuts)
 
     async def release(self, ctx: FaultContext) -> None:
         await self.cut.cleanup(ctx)
@@ -419,6 +495,14 @@ FAULTS: dict[str, type[Fault]] = {
     for cls in (MidSendDisconnect, MassDrop, NetworkCut, SlowConsumer, Latency, Slicer, SlowClose, StuckReader,
                 Flap, ServerKill, ServerPause, ServerStop, Churn)
 }  # fmt: skip
+
+
+async def settle_watch(tasks: set[asyncio.Task[Any]]) -> None:
+    """Wait for the fault's bite watch (its only task) to end; its failure is logged, not raised."""
+    for task in list(tasks):
+        await asyncio.wait([task])
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("bite watch %s ended with %r", task.get_name(), task.exception())
 
 
 async def cancel_all(tasks: set[asyncio.Task[Any]]) -> None:

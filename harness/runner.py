@@ -193,6 +193,7 @@ async def heal(run: Run, name: str, progress: Progress) -> None:
     if name in run.active:
         progress(f"heal {name}")
         run.active.remove(name)
+        await run.faults[name].settle(run.contexts[name])  # a fault that must bite runs until it has
         await browser.screenshots(run.cohorts.values(), "during", name)
         await run.faults[name].heal(run.contexts[name])
 

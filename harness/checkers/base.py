@@ -257,6 +257,24 @@ def hits(record: Record, cohort: str) -> bool:
     return cohort in target if isinstance(target, list | tuple | set) else target == cohort
 
 
+def unbitten(ctx: CheckContext, cohort: str) -> Record | None:
+    """The ``fault_bite`` record of a fault that hit ``cohort`` and did not take effect, else None (also
+    when the fault kept no such record: faults that need no bite, runs recorded before them)."""
+    for start in ctx.history.of("fault_start"):
+        if not hits(start, cohort):
+            continue
+        bites = [r for r in ctx.history.of("fault_bite") if r.get("fault") == start.get("fault")]
+        if bites and not any(r.get("bit") for r in bites):
+            return bites[-1]
+    return None
+
+
+def did_not_bite(checker: str, bite: Record) -> Verdict:
+    evidence = {"fault": bite.get("fault"), "cohort": bite.get("cohort"), "problem": "fault did not bite",
+                "how": bite.get("how"), "t": bite["t"], **(bite.get("figures") or {})}  # fmt: skip
+    return Verdict.unknown(checker, DID_NOT_BITE, f"the fault did not take effect: {bite.get('how')}", [evidence])
+
+
 def _cohort_in(records: list[Record]) -> str | None:
     return next((r["cohort"] for r in records if r.get("cohort") is not None), None)
 

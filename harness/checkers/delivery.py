@@ -31,6 +31,8 @@ from harness.checkers.base import (
 )
 from harness.checkers.fault_free import unless_overfed
 
+STALL_EVIDENCE_S = 2.0  # a failing verdict names the longest stall when it was longer than this
+
 
 @dataclass
 class ClientDelivery:
@@ -109,6 +111,17 @@ def check_delivery(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
     figures.update({f"latency_{k}_ms" if k != "count" else "latency_samples": round(v, 3) for k, v in latency.items()})
     e2e = latency_quantiles(_end_to_end_ms(ctx, cohorts, fed))
     figures.update({f"e2e_{k}_ms" if k != "count" else "e2e_samples": round(v, 3) for k, v in e2e.items()})
+    stall = _longest_stall(ctx, cohorts, fed)
+    figures.update({"stall_max_s": stall["length_s"], "stall_start_t": stall["t"]} if stall else {})
+    verdict = _judge(ctx, opts, cohorts, evidence, figures, latency, e2e, results)
+    if verdict.status == FAIL and stall and stall["length_s"] > STALL_EVIDENCE_S:
+        verdict.evidence.append(stall)
+    return verdict
+
+
+def _judge(ctx: CheckContext, opts: dict[str, Any], cohorts: list[str], evidence: list[dict[str, Any]],
+           figures: Figures, latency: dict[str, float | int], e2e: dict[str, float | int],
+           results: list[ClientDelivery]) -> Verdict:  # fmt: skip
     over = _e2e_breaches(opts, e2e)
     if over and not evidence and not saturation_reason(ctx.history, opts["cpu_limit_percent"], opts["backlog_limit"]):
         scope = f"{figures['clients']} client(s) of {', '.join(cohorts)}"
@@ -116,6 +129,23 @@ def check_delivery(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
         return unless_overfed(ctx, opts, cohorts, Verdict("delivery", FAIL, summary, over, figures))
     verdict = _delivery_verdict(ctx, opts, cohorts, evidence, figures, latency, results)
     return unless_overfed(ctx, opts, cohorts, verdict)
+
+
+def _longest_stall(ctx: CheckContext, cohorts: list[str], fed: list[Record]) -> dict[str, Any] | None:
+    """The longest stretch while the feed ran (and the target was up) in which no client of ``cohorts``
+    received a batch: a broadcaster stalled behind one client shows here."""
+    if not fed:
+        return None
+    first, last = fed[0]["t"], fed[-1]["t"]
+    names = {c for cohort in cohorts for c in ctx.clients_of(cohort)}
+    times = [r["t"] for r in ctx.history.of("batch") if r.get("client") in names and first <= r["t"] <= last]
+    gaps = [(b - a, a) for a, b in pairwise([first, *times, last])
+            if not any(w.start <= b and a <= w.end for w in ctx.down_windows)]  # fmt: skip
+    if not gaps:
+        return None
+    length, start = max(gaps)
+    return {"problem": "healthy clients received nothing while the feed ran", "t": round(start, 3),
+            "length_s": round(length, 3)}  # fmt: skip
 
 
 def _end_to_end_ms(ctx: CheckContext, cohorts: list[str], fed: list[Record]) -> list[float]:

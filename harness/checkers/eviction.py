@@ -15,10 +15,12 @@ from harness.checkers.base import (
     Record,
     Verdict,
     cap_evidence,
+    did_not_bite,
     hits,
     parse_options,
     register,
     rounded,
+    unbitten,
 )
 
 
@@ -27,6 +29,10 @@ def check_eviction(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
     """After the first fault that hits ``cohort`` (time t0), the server's registry (the ``clients`` of
     ``metrics`` records) drops to at most the number of clients the harness has connected outside that
     cohort (counted at each sample) within ``within`` seconds.
+
+    A fault that must bite (see harness.bite) and did not gives "unknown" (did_not_bite); one whose
+    send path to its victims filled only later (``full_t`` of its ``fault_bite`` record) counts from
+    then: the target cannot tell a stuck client from a slow one before its buffers are full.
 
     When victims connect after the fault starts (the stuck readers a stuck_reader fault opens), t0 is when
     the last of them connected, so that no sample taken before they arrived counts as their eviction.
@@ -50,8 +56,11 @@ def check_eviction(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
     if t0 is None:
         why = f"nothing to evict: no fault hit cohort {cohort!r} and it is not a stuck cohort"
         return Verdict("eviction", FAIL, why, [{"cohort": cohort, "problem": "no trigger"}])
+    bite = unbitten(ctx, cohort)
+    if bite is not None:
+        return did_not_bite("eviction", bite)
     victims = _victims(ctx, cohort, t0)
-    t0 = _arrived(ctx, victims, t0)
+    t0 = max(_arrived(ctx, victims, t0), _filled(ctx, cohort))
     case = Eviction(cohort, t0, trigger, within, victims)
     timeline = [_registry_point(ctx, case, s, opts["expected"]) for s in samples if s["t"] >= t0]
     figures: Figures = {"t0": rounded(t0), "within_s": within, "samples": len(timeline), "victims": len(case.victims)}
@@ -83,6 +92,13 @@ def _eviction_start(ctx: CheckContext, cohort: str) -> tuple[float | None, str]:
         if connects:
             return min(connects), f"first connect of {info.kind} cohort"
     return None, ""
+
+
+def _filled(ctx: CheckContext, cohort: str) -> float:
+    """When the send paths to the cohort's victims were full, by the faults' bite records (else 0)."""
+    faults = {r.get("fault") for r in ctx.history.of("fault_start") if hits(r, cohort)}
+    return max((r["full_t"] for r in ctx.history.of("fault_bite")
+                if r.get("fault") in faults and r.get("bit") and r.get("full_t") is not None), default=0.0)  # fmt: skip
 
 
 def _victims(ctx: CheckContext, cohort: str, t0: float) -> frozenset[str]:

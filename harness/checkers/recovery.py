@@ -18,12 +18,14 @@ from harness.checkers.base import (
     Window,
     cap_evidence,
     describe_item,
+    did_not_bite,
     hits,
     merge_windows,
     parse_options,
     register,
     rounded,
     told_to_resync,
+    unbitten,
 )
 
 
@@ -45,6 +47,9 @@ def check_recovery(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
     """
     opts = parse_options("recovery", options, {"within": 5.0}, required=("cohort",))
     cohort, within = opts["cohort"], float(opts["within"])
+    bite = unbitten(ctx, cohort)
+    if bite is not None:
+        return did_not_bite("recovery", bite)
     episodes = _episodes(ctx, cohort)
     if not episodes:
         return Verdict(

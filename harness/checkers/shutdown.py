@@ -13,10 +13,12 @@ from harness.checkers.base import (
     Verdict,
     cap_evidence,
     describe_item,
+    did_not_bite,
     first_record,
     parse_options,
     register,
     rounded,
+    unbitten,
 )
 
 
@@ -44,6 +46,10 @@ def check_shutdown(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
         return Verdict("shutdown", FAIL, why, [{"problem": "no trigger"}])
     ts = stop["t"]
     connected = [c for c, ws in ctx.intervals.items() if any(ts in w and w.event != "connect_error" for w in ws)]
+    bite = next((b for cohort in sorted({ctx.cohort_of.get(c, "") for c in connected})
+                 if (b := unbitten(ctx, cohort)) is not None), None)  # fmt: skip
+    if bite is not None:
+        return did_not_bite("shutdown", bite)
     reading = [c for c in connected if _has_read(ctx, c, ts)]
     silent = [c for c in connected if c not in reading]
     exited = next(

@@ -13,6 +13,7 @@ LAUNCHER = "tests.mutants.launch"
 CAUGHT_BY: dict[str, tuple[str, str]] = {
     "send_json_direct": ("stuck_reader", "no_error_logs"),
     "gather_no_timeout": ("stuck_reader", "delivery"),
+    "gather_uncapped": ("stuck_reader", "delivery"),
     "no_eviction": ("stuck_reader", "eviction"),
     "swallow_cancel": ("graceful_shutdown", "no_error_logs"),
     "unbounded_queue": ("stuck_reader", "eviction"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import inspect
 import json
 import logging
 import time
@@ -110,6 +111,18 @@ def gather_no_timeout() -> None:
         await safe_send_json(client.sink, json.loads(data))
 
     _fan_out_without_queues(send, sequential=False)
+
+
+def gather_uncapped() -> None:
+    """Broadcasts with a plain ``asyncio.gather`` of safe sends, no timeout, on the kernel's default
+    send buffer (no SO_SNDBUF cap) and aiohttp's default writer limit: one client that stops reading
+    stalls the stream for everyone, but only once its megabytes of kernel buffers have filled.
+
+    The bundled stuck_reader scenario catches it only because its faults run until the send path to
+    the stuck clients is full, however long that takes on this server."""
+    gather_no_timeout()
+    app.limit_send_buffer = lambda request, size: None  # type: ignore[assignment]
+    app.WRITER_LIMIT = inspect.signature(app.web.WebSocketResponse).parameters["writer_limit"].default
 
 
 def no_eviction() -> None:
@@ -295,7 +308,7 @@ def dashboard_no_reconnect() -> None:
 
 MUTANTS: dict[str, Callable[[], None]] = {
     f.__name__: f
-    for f in (send_json_direct, gather_no_timeout, no_eviction, swallow_cancel, unbounded_queue,
+    for f in (send_json_direct, gather_no_timeout, gather_uncapped, no_eviction, swallow_cancel, unbounded_queue,
               error_log_on_disconnect, drop_when_ingest_full, forget_offsets, racy_broadcast, heartbeat_off,
               resume_silent_gap, dashboard_no_reconnect)
 }  # fmt: skip

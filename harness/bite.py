@@ -1,0 +1,334 @@
+"""Evidence that a fault took effect: a ``fault_bite`` record per fault (``fault``, ``type``,
+``cohort``, ``bit``, ``how``, ``figures``, and for a send path that filled, ``full_t``), which the
+checkers of the fault's cohort require before they judge it.
+
+Two kinds of measurement. ``SendPathWatch`` samples the kernel's queues of the connections a
+stuck or slow client holds (``harness.tcpqueues``) until the target's send path to each is full
+(its send queue stops growing) or the target closed it, within a ceiling. The other faults are
+judged from what the History already shows: whether the victims were receiving when they were cut,
+and whether the target still held a cut cohort while the feed ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.history import History
+from harness.tcpqueues import TcpSocket, find, read_sockets, receive_queue
+
+BITE = "fault_bite"
+SAMPLE_S = 0.2
+PLATEAU_S = 0.6  # a send queue that has not grown for this long is full
+RECENT_S = 1.0  # a client that got a batch this recently was receiving
+SLOW_BYTES = 16 * 1024  # a send queue this deep toward one link is a backlog
+SLOW_LAG_S = 1.0  # a delivery lag that grew this much is a backlog
+# A send queue this deep is data held back, not a FIN or a close frame still unacknowledged.
+HELD_BYTES = 1024
+
+
+@dataclass(frozen=True)
+class Subject:
+    """The fault a bite record speaks for."""
+
+    fault: str
+    type: str
+    cohort: str | None
+
+    def record(self, history: History, bit: bool, how: str, **figures: Any) -> dict[str, Any]:
+        extra = {"full_t": figures.pop("full_t")} if "full_t" in figures else {}
+        return history.record(BITE, fault=self.fault, type=self.type, cohort=self.cohort, bit=bit, how=how,
+                              figures=figures, **extra)  # fmt: skip
+
+
+# --- send paths ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    t: float
+    rx: int | None  # the victim's unread bytes, when the harness holds its socket
+    tx: int | None  # the target's send queue toward the victim, when /proc shows it
+    open: bool
+
+
+@dataclass
+class Link:
+    """One connection from the target (``server_port``) to a victim (``client_port``)."""
+
+    name: str
+    server_port: int
+    client_port: int | None
+    sock: socket.socket | None = None
+    samples: list[Sample] = field(default_factory=list)
+    rcvbuf: int | None = None
+    full_t: float | None = None
+    closed_t: float | None = None
+
+    def observe(self, table: list[TcpSocket] | None, t: float, is_open: bool) -> None:
+        rx = None
+        if self.sock is not None and is_open:
+            try:
+                rx, self.rcvbuf = receive_queue(self.sock)
+            except OSError:
+                rx = None
+        tx, server_open = self._server_side(table)
+        sample = Sample(t, rx, tx, is_open and server_open)
+        self.samples.append(sample)
+        if not sample.open and self.closed_t is None:
+            self.closed_t = t
+        if self.full_t is None and self.closed_t is None and self.plateau():
+            self.full_t = t
+
+    def _server_side(self, table: list[TcpSocket] | None) -> tuple[int | None, bool]:
+        if table is None or self.client_port is None:
+            return None, True
+        mine = find(table, local_port=self.server_port, remote_port=self.client_port)
+        if not mine:
+            # Gone from the table: closed, unless it was never seen (another network namespace).
+            return None, not any(s.tx is not None for s in self.samples)
+        return mine[0].tx_queue, mine[0].established
+
+    def plateau(self) -> bool:
+        """Data held on both sides (as far as seen), neither queue grown for ``PLATEAU_S``."""
+        last = self.samples[-1]
+        window = [s for s in self.samples if s.t >= last.t - PLATEAU_S]
+        if last.t - self.samples[0].t < PLATEAU_S or (last.rx is None and last.tx is None):
+            return False
+        return _flat([s.rx for s in window]) and _flat([s.tx for s in window])
+
+    def grew(self) -> bool:
+        """The target held back data for this victim: its send queue was seen at ``HELD_BYTES`` or more
+        (or, with no view of the target's side, the victim's receive queue filled)."""
+        if any((s.tx or 0) >= HELD_BYTES for s in self.samples):
+            return True
+        return all(s.tx is None for s in self.samples) and self.full_t is not None
+
+    @property
+    def done(self) -> bool:
+        return self.full_t is not None or self.closed_t is not None
+
+    def figures(self) -> dict[str, Any]:
+        txs = [s.tx for s in self.samples if s.tx is not None]
+        rxs = [s.rx for s in self.samples if s.rx is not None]
+        out: dict[str, Any] = {"tx_max": max(txs, default=None), "rx_max": max(rxs, default=None)}
+        if self.rcvbuf is not None:
+            out["rcvbuf"] = self.rcvbuf
+        return {f"{k}[{self.name}]": v for k, v in out.items() if v is not None}
+
+
+def _flat(values: list[int | None]) -> bool:
+    seen = [v for v in values if v is not None]
+    if len(seen) != len(values):
+        return not seen  # unobserved throughout is no objection; a gap is
+    return bool(seen) and seen[0] > 0 and max(seen) == min(seen)
+
+
+class SendPathWatch:
+    """Samples ``links`` every ``SAMPLE_S`` until each send path is full or closed (or ``ceiling``
+    seconds passed), records the bite, then holds until every link closed or ``hold`` seconds after
+    the last one filled."""
+
+    def __init__(self, subject: Subject, history: History, links: list[Link], ceiling: float, hold: float) -> None:
+        self.subject = subject
+        self.history = history
+        self.links = links
+        self.ceiling = ceiling
+        self.hold = hold
+        self.started = history.now()
+        self.recorded: dict[str, Any] | None = None
+
+    def is_open(self, link: Link) -> bool:
+        """Whether the harness still holds the victim's side (subclasses know their clients)."""
+        return True
+
+    def ports(self) -> set[int]:
+        return {link.client_port for link in self.links if link.client_port is not None}
+
+    def sample(self, table: list[TcpSocket] | None) -> None:
+        now = self.history.now()
+        for link in self.links:
+            link.observe(table, now, self.is_open(link))
+
+    async def run(self) -> None:
+        while not all(link.done for link in self.links) and self.history.now() - self.started < self.ceiling:
+            self.sample(read_sockets(self.ports()))
+            await asyncio.sleep(SAMPLE_S)
+        self.finish("ceiling" if not all(link.done for link in self.links) else "target closed the connection")
+        until = self.history.now() + self.hold
+        while self.history.now() < until and not all(link.closed_t is not None for link in self.links):
+            await asyncio.sleep(SAMPLE_S)
+            self.sample(read_sockets(self.ports()))
+
+    def finish(self, ended: str) -> None:
+        """Record the bite once: when the watch ends, or earlier when the fault is healed."""
+        if self.recorded is not None:
+            return
+        figures = self.figures()
+        bitten = [link for link in self.links if link.grew()]
+        full = [t for link in bitten if (t := link.full_t or link.closed_t) is not None]
+        if self.links and len(bitten) == len(self.links) and len(full) == len(bitten):
+            how = self.describe_full()
+            self.recorded = self.subject.record(self.history, True, how, full_t=max(full),
+                                                full_after_s=round(max(full) - self.started, 3), **figures)  # fmt: skip
+        elif bitten:
+            how = f"{len(bitten)} of {len(self.links)} send path(s) backed up, not all full before the {ended}"
+            self.recorded = self.subject.record(self.history, True, how, **figures)
+        else:
+            self.recorded = self.subject.record(self.history, False, self.why_not(ended), **figures)
+
+    def figures(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"links": len(self.links), "watched_s": round(self.history.now() - self.started, 3)}
+        for link in self.links:
+            out.update(link.figures())
+        return out
+
+    def describe_full(self) -> str:
+        closed = sum(1 for link in self.links if link.full_t is None)
+        return (f"the target's send path to {len(self.links)} victim(s) filled (send queue stopped growing, "
+                f"victim's receive queue full); {closed} closed by the target once backed up")  # fmt: skip
+
+    def why_not(self, ended: str) -> str:
+        if not self.links:
+            return "no victim connection to watch"
+        if all(s.rx is None and s.tx is None for link in self.links for s in link.samples):
+            return "cannot be observed: neither the victim's socket nor the target's queues (/proc/net/tcp) showed"
+        return f"the target never held data back for the victim(s) before the {ended}"
+
+
+class StuckWatch(SendPathWatch):
+    """The connections of stuck clients: the harness holds the victim's socket."""
+
+    def __init__(self, subject: Subject, history: History, clients: Iterable[Any], server_port: int,
+                 ceiling: float, hold: float) -> None:  # fmt: skip
+        self.clients = {c.name: c for c in clients}
+        links = [Link(c.name, server_port, c.sock.getsockname()[1], c.sock) for c in clients if c.sock is not None]
+        super().__init__(subject, history, links, ceiling, hold)
+
+    def is_open(self, link: Link) -> bool:
+        return bool(self.clients[link.name].connected)
+
+
+class SlowWatch(SendPathWatch):
+    """The connection of a slow link behind a proxy. The proxy's upstream port is not known, so the
+    link is the target's connection (among those open when the fault started) whose send queue first
+    passes ``SLOW_BYTES``: on loopback a link's queue grows only when something throttles it. The
+    victim's own delivery lag (its batches' receipt minus ``sent_at``) is the second witness."""
+
+    def __init__(self, subject: Subject, history: History, clients: Iterable[Any], server_port: int,
+                 ceiling: float, hold: float) -> None:  # fmt: skip
+        self.victims = list(clients)
+        self.server_port = server_port
+        table = read_sockets([server_port])
+        self.candidates = {s.remote[1] for s in find(table or [], local_port=server_port) if s.established}
+        super().__init__(subject, history, [Link("slow", server_port, None)], ceiling, hold)
+
+    def is_open(self, link: Link) -> bool:
+        return any(c.connected for c in self.victims)
+
+    def sample(self, table: list[TcpSocket] | None) -> None:
+        link = self.links[0]
+        if link.client_port is None and table is not None:
+            deep = [s for s in find(table, local_port=self.server_port) if s.remote[1] in self.candidates]
+            top = max(deep, key=lambda s: s.tx_queue, default=None)
+            if top is not None and top.tx_queue >= SLOW_BYTES:
+                link.client_port = top.remote[1]
+        super().sample(table)
+
+    def ports(self) -> set[int]:
+        return {self.server_port}
+
+    def describe_full(self) -> str:
+        link = self.links[0]
+        end = "stopped growing" if link.full_t is not None else "was closed by the target once backed up"
+        return f"the target's send queue toward the slow link grew and {end}"
+
+    def lag_growth(self) -> float:
+        names = {c.name for c in self.victims}
+        batches = [b for b in self.history.of("batch") if b["t"] >= self.started and b.get("client") in names]
+        lags = [b["recv_at"] - b["sent_at"] for b in batches if b.get("sent_at") and b.get("recv_at")]
+        return max(lags) - min(lags) if lags else 0.0
+
+    def finish(self, ended: str) -> None:
+        link = self.links[0]
+        lag = self.lag_growth()
+        if link.client_port is None and lag >= SLOW_LAG_S and link.closed_t is None and self.recorded is None:
+            how = f"the victim's delivery lag grew by {lag:.2f}s (the target's side of the link was not identified)"
+            self.recorded = self.subject.record(self.history, True, how, lag_growth_s=round(lag, 3), **self.figures())
+        super().finish(ended)
+
+
+# --- faults judged from the History -------------------------------------------------------------
+
+
+def receiving(history: History, clients: Iterable[str], within: float = RECENT_S) -> dict[str, float]:
+    """For each of ``clients`` that got a batch in the last ``within`` seconds: how long ago."""
+    wanted, now, found = set(clients), history.now(), {}
+    for record in reversed(history.records):
+        if record["t"] < now - within:
+            break
+        if record["kind"] == "batch" and record.get("client") in wanted and record["client"] not in found:
+            found[record["client"]] = round(now - record["t"], 3)
+    return found
+
+
+def record_receiving(subject: Subject, history: History, victims: list[str], what: str) -> None:
+    """Bit when every victim was receiving at the moment of ``what``."""
+    got = receiving(history, victims)
+    figures = {"victims": len(victims), "receiving": len(got), "last_batch_max_s": max(got.values(), default=None)}
+    if victims and len(got) == len(victims):
+        how = f"all {len(victims)} victim(s) got a batch within {RECENT_S:g}s before {what}"
+        subject.record(history, True, how, **figures)
+    else:
+        idle = sorted(set(victims) - set(got))
+        how = (f"{len(idle)} of {len(victims)} victim(s) received nothing in the {RECENT_S:g}s before {what} "
+               f"(first: {idle[0] if idle else 'none'}): nothing was being sent to them")  # fmt: skip
+        subject.record(history, False, how, **figures)
+
+
+def record_cut(subject: Subject, history: History, windows: list[tuple[float, float]]) -> None:
+    """A cut bit when, inside it, the feed ran while the target's registry still held at least as many
+    clients as just before the cut: the target wrote events to connections that went nowhere. (The
+    timeout toxic discards what it reads, so no socket queue shows it.)"""
+    samples = [r for r in history.of("metrics") if r.get("clients") is not None]
+    if not samples:
+        subject.record(history, False, "cannot be observed: the target reports no registry size", cuts=len(windows))
+        return
+    feeds = [r["t"] for r in history.of("feed")]
+    hit = [w for w in windows if _cut_bit(w, samples, feeds)]
+    figures = {"cuts": len(windows), "cuts_with_data": len(hit)}
+    if hit:
+        how = f"{len(hit)} of {len(windows)} cut(s): events fed while the target still held the cut clients"
+        subject.record(history, True, how, **figures)
+    else:
+        how = "no cut saw the feed run while the target still held the cut clients: nothing was sent into it"
+        subject.record(history, False, how, **figures)
+
+
+def _cut_bit(window: tuple[float, float], samples: list[dict[str, Any]], feeds: list[float]) -> bool:
+    start, end = window
+    before = [s["clients"] for s in samples if s["t"] <= start]
+    if not before:
+        return False
+    during = [s for s in samples if start < s["t"] <= end and s["clients"] >= before[-1]]
+    return any(start <= f <= s["t"] for s in during for f in feeds)
+
+
+def record_cut_off(subject: Subject, history: History, victims: list[str], started: float,
+                   receiving_at_cut: dict[str, float]) -> None:  # fmt: skip
+    """Mid-send cuts bit when the victims were receiving when the cut was armed and each connection
+    then ended without a close frame (the harness cannot see where in a frame the proxy cut)."""
+    names = set(victims)
+    broken = {r["client"] for r in history.of("close")
+              if r["t"] >= started and r.get("client") in names and r.get("by") in ("error", "server")}  # fmt: skip
+    bitten = broken & set(receiving_at_cut)
+    figures = {"victims": len(victims), "receiving_at_cut": len(receiving_at_cut), "cut_off": len(broken)}
+    if victims and len(bitten) == len(victims):
+        subject.record(history, True, f"all {len(victims)} victim connection(s) were cut while receiving", **figures)
+    else:
+        how = (f"{len(victims) - len(bitten)} of {len(victims)} victim connection(s) not cut off while receiving "
+               f"({len(receiving_at_cut)} receiving when the cut was armed, {len(broken)} cut off)")  # fmt: skip
+        subject.record(history, False, how, **figures)

@@ -1,0 +1,169 @@
+"""Faults that must bite: the kernel's queues read from /proc/net/tcp, the ``fault_bite`` records, and
+the checks of a cohort whose fault never took effect (unknown, did_not_bite)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.checkers import DID_NOT_BITE, PASS, UNKNOWN, CheckContext, CohortInfo, run_checks
+from harness.history import History
+from harness.runner import run_scenario
+from harness.scenario import parse
+from harness.targetspec import bundled_monitor
+from harness.tcpqueues import find, parse_address, parse_table, read_sockets, receive_queue
+from harness.toxiproxy import Toxiproxy
+
+# In the kernel's format: a listener on 8080, a connection 127.0.0.1:8080 <-> :51298 whose server side
+# holds 0x2F000 bytes unacknowledged (its reader has 0x15A6 unread), and a tcp6 listener on ::1 port 9000.
+TCP_SAMPLE = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 4242 1 0
+   1: 0100007F:1F90 0100007F:C862 01 0002F000:00000000 01:00000014 00000000  1000        0 4243 1 0
+   2: 0100007F:C862 0100007F:1F90 01 00000000:000015A6 00:00000000 00000000  1000        0 4244 1 0
+"""
+TCP6_SAMPLE = """\
+  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when
+   0: 00000000000000000000000001000000:2328 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000
+"""
+
+
+def test_the_tcp_table_is_parsed_with_addresses_ports_states_and_queues() -> None:
+    sockets = parse_table(TCP_SAMPLE)
+    assert [s.local for s in sockets] == [("127.0.0.1", 8080), ("127.0.0.1", 8080), ("127.0.0.1", 51298)]
+    (server,) = find(sockets, local_port=8080, remote_port=51298)
+    assert server.established and server.tx_queue == 0x2F000 and server.rx_queue == 0
+    (client,) = find(sockets, local_port=51298)
+    assert client.rx_queue == 0x15A6 and client.remote == ("127.0.0.1", 8080)
+    assert not sockets[0].established
+    assert parse_table(TCP_SAMPLE, ports=[51298]) == sockets[1:]
+    (listener,) = parse_table(TCP6_SAMPLE)
+    assert listener.local == ("::1", 9000) and listener.state == 0x0A
+    assert parse_address("0100007F:0050") == ("127.0.0.1", 80)
+
+
+def test_a_reader_that_stops_reading_fills_its_queue_and_the_writers_send_queue() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    reader = socket.socket()
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    reader.connect(listener.getsockname())
+    writer, _ = listener.accept()
+    try:
+        writer.setblocking(False)
+        written = 0
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                written += writer.send(b"x" * 4096)
+            except BlockingIOError:
+                break
+        time.sleep(0.05)
+        unread, rcvbuf = receive_queue(reader)
+        table = read_sockets([reader.getsockname()[1]])
+        if table is None:
+            pytest.skip("no /proc/net/tcp on this system")
+        (held,) = find(table, local_port=writer.getsockname()[1], remote_port=reader.getsockname()[1])
+        assert 0 < unread <= rcvbuf
+        assert held.tx_queue > 0 and held.tx_queue + unread == written  # all of it, nowhere else
+        reader.recv(1 << 20)
+        time.sleep(0.05)
+        (after,) = find(read_sockets() or [], local_port=writer.getsockname()[1], remote_port=reader.getsockname()[1])
+        assert after.tx_queue < held.tx_queue
+    finally:
+        for sock in (reader, writer, listener):
+            sock.close()
+
+
+def _history_with(bit: bool) -> History:
+    history = History()
+    history.record("metrics", clients=4)
+    history.record("fault_start", fault="drop", type="mass_drop", cohort="crowd", params={})
+    history.record("fault_bite", fault="drop", type="mass_drop", cohort="crowd", bit=bit, how="nothing sent",
+                   figures={"victims": 2})  # fmt: skip
+    history.record("metrics", clients=2)
+    return history
+
+
+def test_the_checks_of_a_cohort_whose_fault_did_not_bite_are_unknown_and_say_why() -> None:
+    cohorts = {"crowd": CohortInfo("crowd", 2, "probe")}
+    checks = {"eviction": {"cohort": "crowd", "within": 10, "expected": 2}, "recovery": {"cohort": "crowd"}}
+    unbitten = run_checks(CheckContext(history=_history_with(False), cohorts=cohorts), checks)
+    assert [(v.status, v.unknown_reason) for v in unbitten] == [(UNKNOWN, DID_NOT_BITE)] * 2
+    assert all("did not take effect: nothing sent" in v.summary for v in unbitten)
+    (bitten,) = run_checks(CheckContext(history=_history_with(True), cohorts=cohorts), {"eviction": checks["eviction"]})
+    assert bitten.status == PASS
+
+
+def _scenario(name: str, feed: float, fault: dict, checks: dict) -> object:
+    raw = {
+        "name": name,
+        "target": {"heartbeat": 1, "send_timeout": 1},
+        "cohorts": [{"name": "steady", "clients": 2}, {"name": "crowd", "clients": 4, "reconnect": False},
+                    {"name": "silent", "clients": 0}],
+        "feed": {"rate": feed},
+        "steady_state": 0.5,
+        "method": [{"wait": 0.5}, {"fault": fault}, {"wait": 0.5}],
+        "checks": checks,
+    }  # fmt: skip
+    return parse(raw, name)
+
+
+@pytest.mark.integration
+async def test_a_mass_drop_on_a_cohort_that_receives_nothing_did_not_bite(toxiproxy: Toxiproxy, tmp_path: Path) -> None:
+    fault = {"name": "drop", "type": "mass_drop", "cohort": "crowd", "params": {"share": 0.5}}
+    scenario = _scenario("idle_drop", 0, fault, {"eviction": {"cohort": "crowd", "within": 2}})
+    result = await run_scenario(scenario, bundled_monitor(), toxiproxy, tmp_path / "idle", seed=3)
+    (bite,) = History.load(tmp_path / "idle" / "history.jsonl").of("fault_bite")
+    assert bite["bit"] is False and bite["figures"] == {"victims": 2, "receiving": 0, "last_batch_max_s": None}
+    (verdict,) = result.verdicts
+    assert (verdict.status, verdict.unknown_reason) == (UNKNOWN, DID_NOT_BITE)
+
+
+@pytest.mark.integration
+async def test_a_stuck_reader_with_nothing_to_send_did_not_bite_within_its_ceiling(
+    toxiproxy: Toxiproxy, tmp_path: Path
+) -> None:
+    params = {"clients": 1, "ceiling": 2, "answer_heartbeats": True}  # pongs: not evicted before the ceiling
+    fault = {"name": "silent", "type": "stuck_reader", "cohort": "silent", "params": params}
+    scenario = _scenario("idle_stuck", 0, fault, {"eviction": {"cohort": "silent", "within": 3}})
+    started = time.monotonic()
+    result = await run_scenario(scenario, bundled_monitor(), toxiproxy, tmp_path / "idle", seed=3)
+    (bite,) = History.load(tmp_path / "idle" / "history.jsonl").of("fault_bite")
+    assert bite["bit"] is False and "never held data back for the victim(s) before the ceiling" in bite["how"]
+    assert bite["figures"]["watched_s"] >= 2
+    (verdict,) = result.verdicts
+    assert (verdict.status, verdict.unknown_reason) == (UNKNOWN, DID_NOT_BITE)
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.integration
+async def test_a_stuck_reader_on_the_monitor_bites_within_seconds(toxiproxy: Toxiproxy, tmp_path: Path) -> None:
+    fault = {"name": "silent", "type": "stuck_reader", "cohort": "silent", "params": {"clients": 1}}
+    scenario = _scenario("stuck", 1000, fault, {"eviction": {"cohort": "silent", "within": 3.5}})
+    result = await run_scenario(scenario, bundled_monitor(), toxiproxy, tmp_path / "stuck", seed=3)
+    (bite,) = History.load(tmp_path / "stuck" / "history.jsonl").of("fault_bite")
+    assert bite["bit"] is True and bite["figures"]["full_after_s"] < 10
+    assert bite["figures"]["tx_max[silent-stuck-0]"] > 0 and bite["figures"]["rx_max[silent-stuck-0]"] > 0
+    assert [v.status for v in result.verdicts] == [PASS]
+
+
+def test_delivery_names_the_longest_stall_of_healthy_clients_while_the_feed_ran() -> None:
+    history = History()
+    history.records.append({"t": 0.0, "w": 100.0, "kind": "init", "client": "g-0", "epoch": "e", "seq": 0})
+    history.records.append({"t": 0.0, "w": 100.0, "kind": "connect", "client": "g-0", "cohort": "g"})
+    for i in range(50):  # an event every 0.1 s; between t=1 and t=4 nothing arrives, then the backlog
+        t = i / 10
+        history.records.append({"t": t, "w": 100.0 + t, "kind": "feed", "ids": [f"e{i}"]})
+        recv = t if not 1.0 < t <= 4.0 else 4.05
+        history.records.append({"t": max(t, recv), "w": 100.0 + recv, "kind": "batch", "client": "g-0", "seq": i + 1,
+                                "ids": [f"e{i}"], "sent_at": 100.0 + recv, "recv_at": 100.0 + recv})  # fmt: skip
+    history.records.sort(key=lambda r: r["t"])
+    ctx = CheckContext(history=history, cohorts={"g": CohortInfo("g", 1, "probe")})
+    (verdict,) = run_checks(ctx, {"delivery": {"cohorts": ["g"], "e2e_p99_ms": 1000}})
+    assert verdict.status == "fail"
+    assert verdict.figures["stall_start_t"] == 1.0 and verdict.figures["stall_max_s"] == pytest.approx(3.05)
+    assert verdict.evidence[-1] == {"problem": "healthy clients received nothing while the feed ran", "t": 1.0,
+                                    "length_s": pytest.approx(3.05)}  # fmt: skip
