@@ -29,7 +29,7 @@ from harness.faults import Fault, FaultContext, make_fault
 from harness.feed import Feed
 from harness.history import History
 from harness.load import LocustRun
-from harness.scenario import CohortSpec, Scenario
+from harness.scenario import CohortSpec, Scenario, check_target_params
 from harness.target import Target
 from harness.targetspec import TargetSpec
 from harness.toxiproxy import Proxy, Toxiproxy
@@ -318,6 +318,8 @@ async def execute(run: Run, out_dir: Path, progress: Progress, phases: dict[str,
         cohorts={s.name: CohortInfo(s.name, s.clients, s.kind) for s in scenario.cohorts},
         faulted=set(run.faulted),
         stored_ids=run.target.stored_ids(),
+        semantics=dict(run.target.spec.semantics),
+        event_id_field=message_shape(run.target.spec).event_id,
     )
     verdicts = run_checks(ctx_checks, scenario.checks)
     phases["checks_s"] = time.monotonic() - mark
@@ -345,6 +347,7 @@ async def run_scenario(
     verdicts: list[Verdict] = []
     error = None
     try:
+        check_target_params(scenario, target_spec)
         async with aiohttp.ClientSession() as session:
             run = Run(scenario, history, target, toxiproxy, seed, session)
             async with asyncio.timeout(scenario.timeout):
