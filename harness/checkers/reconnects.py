@@ -50,7 +50,7 @@ def reconnect_problems(
             top = None
         else:
             prev, later = conns[i - 1], conns[i:]
-            base = {"client": client, "closed_t": prev.end_t, "fault": _episode(prev.end_t, episodes),
+            base = {"client": client, "closed_t": round(prev.end_t, 3), "fault": _episode(prev.end_t, episodes),
                     "t": nxt.start_t}  # fmt: skip
             problems += _gap(base, prev, nxt, later, before, fed, settle_s)
             problems += _duplicates(base, nxt, before)
@@ -69,15 +69,13 @@ def _gap(
     away_from = max(got_on_prev, default=prev.start_t) - settle_s
     away_to = nxt.start_t - settle_s
     after = {i for conn in later for i in _ids(conn.batches)}
-    missed = sorted(
-        (t, i) for i, t in fed.fed_at.items()
-        if away_from < t < away_to and i in fed.received and i not in before and i not in after
-    )  # fmt: skip
+    missed = [i for i, t in fed.fed_at.items()  # in feed order
+              if away_from < t < away_to and i in fed.received and i not in before and i not in after]  # fmt: skip
     if not missed:
         return []
     resumed = nxt.notice("resumed") is not None
     return [{**base, "problem": "gap after resume" if resumed else "silent gap", "missing": len(missed),
-             "first_missing_ids": ", ".join(i for _, i in missed[:SAMPLE]),
+             "first_missing_ids": ", ".join(missed[:SAMPLE]),
              "away_from_t": round(away_from, 3), "away_to_t": round(away_to, 3)}]  # fmt: skip
 
 
