@@ -145,3 +145,42 @@ def test_the_identity_check_lets_a_run_with_matching_ids_through() -> None:
         batch(h, i + 0.05, "s-0", i, [f"e{i}"])
     verdicts = run_checks(ctx_for(h, cohorts=COHORTS), {"delivery": {"cohorts": ["steady"]}})
     assert verdicts[0].status == "pass", verdicts[0].summary
+
+
+# ---------------------------------------------------------------------------------------------
+# eviction: by the server, or only by the harness at the heal
+
+
+def stuck_history(*, drop_t: float, close_t: float, by: str, how: str | None = None) -> History:
+    """Two stuck readers hit at t=1, healed (the harness closes their sockets) at t=4."""
+    h = History()
+    connect(h, 0.0, "g-0", "good")
+    rec(h, 1.0, "fault_start", fault="stuck", type="stuck_reader", cohort="stuck", params={})
+    for client in ("s-0", "s-1"):
+        rec(h, 1.0, "connect", client=client, cohort="stuck", attempt=1)
+    for t in sorted({1.5, 3.9, drop_t}):
+        rec(h, t, "metrics", clients=3 if t < drop_t else 1, values={})
+    for client in ("s-0", "s-1"):
+        rec(h, close_t, "close", client=client, cohort="stuck", code=None, by=by, reason="rst", how=how)
+    rec(h, 4.0, "fault_heal", fault="stuck", type="stuck_reader", cohort="stuck")
+    return h
+
+
+STUCK = {"good": CohortInfo("good", 1, "probe"), "stuck": CohortInfo("stuck", 0, "stuck")}
+
+
+def test_a_registry_drop_only_after_the_heal_is_never_an_eviction() -> None:
+    h = stuck_history(drop_t=4.2, close_t=4.0, by="client")
+    verdict = CHECKERS["eviction"](ctx_for(h, cohorts=STUCK), {"cohort": "stuck", "within": 5.0})
+    assert verdict.status == "fail"
+    assert "never evicted: the server still held the connection until the harness closed the socket at heal " \
+           "(t=4.00s)" in verdict.summary  # fmt: skip
+
+
+def test_an_eviction_says_how_the_victims_saw_it() -> None:
+    h = stuck_history(drop_t=2.5, close_t=2.4, by="error", how="reset")
+    verdict = CHECKERS["eviction"](ctx_for(h, cohorts=STUCK), {"cohort": "stuck", "within": 5.0})
+    assert verdict.status == "pass", verdict.summary
+    assert verdict.summary.endswith("evicted by the server by t=2.50s (as the victims saw it: 2 connection reset)")
+    fin = stuck_history(drop_t=2.5, close_t=2.4, by="error", how="fin")
+    assert "2 FIN" in CHECKERS["eviction"](ctx_for(fin, cohorts=STUCK), {"cohort": "stuck"}).summary

@@ -18,13 +18,15 @@ class Seen:
     kinds: Counter[str] = field(default_factory=Counter)
     before_heal: bool = False
     heal_t: float | None = None
+    times: list[float] = field(default_factory=list)  # of the victims' closes
 
     def describe(self) -> str:
         if not self.kinds:
             return "the victims saw no close"
         seen = ", ".join(f"{n} {kind}" for kind, n in self.kinds.most_common())
-        late = "" if self.before_heal or self.heal_t is None else f", only after the heal at t={self.heal_t:.2f}s"
-        return f"as the victims saw it: {seen}{late}"
+        if self.heal_t is not None and self.times and min(self.times) >= self.heal_t:
+            seen += f", only at or after the heal at t={self.heal_t:.2f}s"
+        return f"as the victims saw it: {seen}"
 
 
 def seen_by_victims(ctx: CheckContext, victims: frozenset[str], t0: float, heal_t: float | None) -> Seen:
@@ -32,6 +34,7 @@ def seen_by_victims(ctx: CheckContext, victims: frozenset[str], t0: float, heal_
     for client in sorted(victims):
         close = next((r for r in ctx.by_client.get(client, []) if r["kind"] == "close" and r["t"] >= t0), None)
         seen.kinds[how_closed(close)] += 1
+        seen.times += [close["t"]] if close is not None else []
         if close is not None and close.get("by") in SERVER_SIDE and (heal_t is None or close["t"] < heal_t):
             seen.before_heal = True
     return seen
