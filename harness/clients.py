@@ -26,7 +26,7 @@ from harness.errors import HarnessError
 from harness.history import History
 from harness.wsframes import (
     OP_PONG,
-    peer_gone,
+    peer_end,
     read_http_head,
     set_linger_zero,
     unread_bytes,
@@ -441,7 +441,8 @@ class StuckClient:
 
     With ``answer_heartbeats`` it sends an unsolicited masked pong every ``pong_interval`` seconds:
     aiohttp resets its heartbeat timer on any data received, so this defeats heartbeat eviction. A
-    failed write, or the kernel reporting the connection gone, is recorded as a close by ``error``.
+    failed write, or the kernel reporting the connection gone, is recorded as a close by ``error``
+    with ``how`` the kernel saw it end: "reset" (an RST), "fin" (the server closed its side).
     """
 
     def __init__(
@@ -524,8 +525,9 @@ class StuckClient:
                 return
             if self.answer_heartbeats and not await self._send(sock, pong):
                 return
-            if peer_gone(sock):
-                self._gone("connection no longer established")
+            how = peer_end(sock)
+            if how is not None:
+                self._gone("connection no longer established", how)
                 return
 
     async def _send(self, sock: socket.socket, data: bytes) -> bool:
@@ -533,16 +535,18 @@ class StuckClient:
             async with asyncio.timeout(self.pong_interval * 4):
                 await asyncio.get_running_loop().sock_sendall(sock, data)
         except (OSError, TimeoutError) as exc:
-            self._gone(describe(exc))
+            self._gone(describe(exc), "reset" if isinstance(exc, ConnectionResetError) else peer_end(sock))
             return False
         self.pongs_sent += 1
         return True
 
-    def _gone(self, reason: str | None) -> None:
+    def _gone(self, reason: str | None, how: str | None) -> None:
+        """``how``: what the kernel saw end the connection ("reset", "fin", ...), when it knows."""
         if not self.connected:
             return
         self.connected = False
-        self.history.record("close", client=self.name, cohort=self.cohort, code=None, by="error", reason=reason)
+        self.history.record("close", client=self.name, cohort=self.cohort, code=None, by="error", reason=reason,
+                            how=how)  # fmt: skip
 
     async def stop(self) -> None:
         """Vanish with an RST."""

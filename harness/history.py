@@ -15,7 +15,7 @@ with a server's ``sent_at``) and ``kind``. The kinds and their fields:
 - ``batch``: ``client``, ``seq``, ``ids``, ``sent_at`` (server wall time), ``recv_at`` (client wall time)
 - ``notice``: ``client``, ``type`` (resumed, resync_required, error), ``body``
 - ``close``: ``client``, ``cohort``, ``code`` (None when the connection just broke), ``by`` (server,
-  client, error), ``reason``
+  client, error), ``reason``, and from raw stuck clients ``how`` (reset, fin: what the kernel saw)
 - ``client_fault``: ``client``, ``action`` (rst, stop_reading, mid_frame, garbage, ...)
 - ``target``: ``event`` (started, ready, killed, paused, resumed, stopped, exited), ``pid``, ``code``
 - ``metrics``: ``clients`` (the server's registry size, when it exposes one), ``values``

@@ -31,7 +31,7 @@ from harness.faults import Fault, FaultContext, make_fault
 from harness.feed import Feed
 from harness.history import History
 from harness.load import LocustRun
-from harness.scenario import CohortSpec, Scenario
+from harness.scenario import CohortSpec, Scenario, check_target_params
 from harness.target import Target
 from harness.targetspec import TargetSpec
 from harness.toxiproxy import Proxy, Toxiproxy
@@ -321,6 +321,8 @@ async def execute(run: Run, out_dir: Path, progress: Progress, phases: dict[str,
         cohorts={s.name: CohortInfo(s.name, s.clients, s.kind) for s in scenario.cohorts},
         faulted=set(run.faulted),
         stored_ids=run.target.stored_ids(),
+        semantics=dict(run.target.spec.semantics),
+        event_id_field=message_shape(run.target.spec).event_id,
     )
     inapplicable = inapplicable_checks(run.target, ctx_checks, scenario.checks)
     ran = iter(run_checks(ctx_checks, {n: o for n, o in scenario.checks.items() if n not in inapplicable}))
@@ -352,6 +354,7 @@ async def run_scenario(
     verdicts: list[Verdict] = []
     error = None
     try:
+        check_target_params(scenario, target_spec)
         rate = resolve_feed_rate(scenario.feed_rate, target_spec, capacity_file, scenario.name)
         history.record("feed_rate", **rate.to_record())
         scenario = replace(scenario, feed_rate=rate.rate)

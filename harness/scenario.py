@@ -14,6 +14,7 @@ import yaml
 from harness.errors import HarnessError
 from harness.faults import FAULTS, FaultSpec
 from harness.loadspec import DEFAULT_MIX, MAX_SPAWN_RATE, LoadError, LoadSpec
+from harness.targetspec import TargetSpec
 
 SCHEMA = json.loads((Path(__file__).parent / "scenario.schema.json").read_text())
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
@@ -157,6 +158,20 @@ def _check_names(scenario: Scenario, source: str) -> None:
                 problems.append(f"checks.{name}.cohorts: no cohort named {c!r}")
     if problems:
         raise ScenarioError("\n".join(f"{source}: {p}" for p in problems))
+
+
+def check_target_params(scenario: Scenario, target: TargetSpec) -> None:
+    """A scenario's ``target:`` keys must be params of the target it runs against: a setting the
+    target does not have would be dropped and the scenario run under other conditions than it says."""
+    unknown = sorted(set(scenario.target_params) - set(target.params))
+    if unknown:
+        source = scenario.path or scenario.name
+        raise ScenarioError(
+            f"{source}: target: {_known(unknown)} {'is not a param' if len(unknown) == 1 else 'are not params'} "
+            f"of target {target.name!r} "
+            f"(its params: {_known(target.params) or 'none'})",
+            hint="remove the key from the scenario's target section, or give the target file that param",
+        )
 
 
 def _known(names: Iterable[str]) -> str:

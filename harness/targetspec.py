@@ -34,6 +34,8 @@ DEFAULT_ID_FIELD = "Piece ID"
 DEFAULT_LEVEL_REGEX = r"\b(?P<level>DEBUG|INFO|WARN(?:ING)?|ERROR|CRITICAL|FATAL|PANIC)\b"
 RAW_LEVEL = "RAW"
 
+DEFAULT_SEMANTICS = {"gaps_after_reconnect": "forbidden"}
+
 _PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _HINT = "see harness/targets/monitor.yaml for a complete target file"
 
@@ -137,6 +139,8 @@ class TargetSpec:
     messages: dict[str, str] = field(default_factory=dict)
     path: Path | None = None  # the file it came from
     description: str = ""
+    # What the server promises: gaps_after_reconnect ("forbidden" unless the file says "allowed").
+    semantics: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SEMANTICS))
 
     @property
     def cwd(self) -> Path:
@@ -319,6 +323,7 @@ def _build(raw: dict[str, Any], path: Path | None) -> TargetSpec:
         messages=dict(raw.get("messages") or {}),
         path=path,
         description=raw.get("description", ""),
+        semantics={**DEFAULT_SEMANTICS, **(raw.get("semantics") or {})},
     )
 
 

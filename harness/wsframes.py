@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import fcntl
 import os
 import socket
@@ -20,6 +21,8 @@ OP_CLOSE = 0x8
 OP_PING = 0x9
 OP_PONG = 0xA
 _TCP_ESTABLISHED = 1
+_TCP_CLOSE = 7  # what an RST leaves
+_TCP_CLOSE_WAIT = 8  # the peer sent a FIN
 
 
 def _mask(payload: bytes, key: bytes) -> bytes:
@@ -60,14 +63,24 @@ def unread_bytes(sock: Any) -> int:
 
 def peer_gone(sock: socket.socket) -> bool:
     """True when the kernel says the connection is no longer established (without reading from it)."""
+    return peer_end(sock) is not None
+
+
+def peer_end(sock: socket.socket) -> str | None:
+    """How the kernel says the connection ended, without reading from it: "reset" (an RST came),
+    "fin" (the peer closed its side), "closed" (another state), or None while it is established."""
     try:
-        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
-            return True
-        if hasattr(socket, "TCP_INFO"):
-            return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0] != _TCP_ESTABLISHED
-    except OSError:
-        return True
-    return False
+        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if error:
+            return "reset" if error == errno.ECONNRESET else f"error {errno.errorcode.get(error, error)}"
+        if not hasattr(socket, "TCP_INFO"):
+            return None
+        state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+    except OSError as exc:
+        return f"error {errno.errorcode.get(exc.errno or 0, exc.errno)}"
+    if state == _TCP_ESTABLISHED:
+        return None
+    return {_TCP_CLOSE_WAIT: "fin", _TCP_CLOSE: "reset"}.get(state, "closed")
 
 
 def ws_key() -> str:

@@ -92,10 +92,13 @@ def _target_option(command: str) -> str | None:
 
 def reproduce_command(summary: dict[str, Any], names: list[str] | None = None) -> str:
     """``wschaos run <scenarios> --seed N --target FILE``: each scenario's seed comes from the run's seed and
-    its name alone, so this runs the same scenarios with the same seeds."""
+    its name alone, so this runs the same scenarios with the same seeds. Scenarios and the target are
+    given as the run's command line gave them (a scenario file by its path, not its bare name); the
+    terminal, report.json, index.html and junit.xml all take it from here."""
     names = names if names is not None else [str(s["name"]) for s in summary.get("scenarios") or []]
-    words = ["wschaos", "run", *names, "--seed", str(summary["seed"])]
-    target = target_file(summary)
+    given = summary.get("scenario_args") or {}
+    words = ["wschaos", "run", *(str(given.get(name, name)) for name in names), "--seed", str(summary["seed"])]
+    target = summary.get("target_arg") or target_file(summary)
     if target:
         words += ["--target", target]
     return shlex.join(words)

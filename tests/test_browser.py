@@ -348,9 +348,11 @@ def test_duplicates_beyond_the_bound_fail() -> None:
     assert judged(h, max_duplicates=3).status == "pass"
 
 
-def test_nothing_to_ride_out_fails() -> None:
+def test_nothing_to_ride_out_did_not_bite() -> None:
     h = History()
     page = Page(h)
     page.sample(1.0, got=[1])
     page.finish(1.1)
-    assert judged(h).evidence[0]["problem"] == "no trigger"
+    verdict = judged(h)
+    assert (verdict.status, verdict.unknown_reason) == ("unknown", "did_not_bite")
+    assert verdict.evidence[0]["problem"] == "no trigger" and "did not take effect" in verdict.summary

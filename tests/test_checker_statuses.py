@@ -60,8 +60,10 @@ def test_a_raising_checker_gives_an_error_verdict_and_an_error_scenario(monkeypa
         return {}["missing"]  # a KeyError, as a bug in a checker would raise
 
     monkeypatch.setitem(CHECKERS, "persistence", broken)
-    got = run_checks(CheckContext(history=History(), stored_ids=[]), {"persistence": {}, "liveness": {}})
-    assert [v.status for v in got] == ["error", "fail"]  # liveness fails: no probe ran
+    history = History()
+    history.record("probe", check="ws", ok=False, latency_s=None, error="refused")
+    got = run_checks(CheckContext(history=history, stored_ids=[]), {"persistence": {}, "liveness": {}})
+    assert [v.status for v in got] == ["error", "fail"]  # liveness fails: its only probe failed
     assert "KeyError" in got[0].summary and "KeyError: 'missing'" in got[0].evidence[0]["traceback"]
     assert scenario_status(got[:1]) == "error" and scenario_status(got) == "fail"
 

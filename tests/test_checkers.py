@@ -426,7 +426,8 @@ def test_eviction_stuck_cohort_without_fault_starts_at_first_connect() -> None:
     assert verdict.status == "pass"
     assert verdict.figures["evicted_after_s"] == pytest.approx(2.5)
     no_trigger = CHECKERS["eviction"](ctx_for(h, cohorts=cohorts), {"cohort": "good"})
-    assert no_trigger.status == "fail" and "no fault hit" in no_trigger.summary
+    assert (no_trigger.status, no_trigger.unknown_reason) == ("unknown", "did_not_bite")
+    assert no_trigger.summary.startswith("the fault did not take effect: nothing to evict: no fault hit")
 
 
 def test_eviction_counts_clients_the_fault_spared() -> None:
@@ -652,15 +653,16 @@ def test_recovery_does_not_expect_clients_the_harness_dropped_to_return() -> Non
     close(h, 1.0, "v-0", "victims", None, "client")
     rec(h, 1.2, "fault_heal", fault="drop", type="mass_drop", cohort="victims")
     verdict = CHECKERS["recovery"](ctx_for(h, cohorts=VICTIMS), RECOVERY)
-    assert verdict.status == "pass", verdict.summary
-    assert verdict.figures["disconnected"] == 0
+    assert (verdict.status, verdict.unknown_reason) == ("unknown", "did_not_bite"), verdict.summary
+    assert verdict.figures["disconnected"] == 0 and "nothing to recover from" in verdict.summary
 
 
-def test_recovery_without_a_fault_fails_naming_it() -> None:
+def test_recovery_without_a_fault_did_not_bite_naming_it() -> None:
     h = History()
     connect(h, 0.0, "v-0", "victims")
     verdict = CHECKERS["recovery"](ctx_for(h, cohorts=VICTIMS), RECOVERY)
-    assert verdict.status == "fail" and "no fault or restart" in verdict.summary
+    assert (verdict.status, verdict.unknown_reason) == ("unknown", "did_not_bite")
+    assert verdict.summary.startswith("the fault did not take effect: no fault or restart")
 
 
 def test_recovery_after_a_restart_waits_for_ready() -> None:
@@ -740,10 +742,23 @@ def test_shutdown_stuck_client_needs_the_target_to_exit_in_time() -> None:
     assert {"client": "s-0", "problem": "target still running, stuck client"}.items() <= hung.evidence[-1].items()
 
 
-def test_shutdown_without_a_stop_fails() -> None:
+def test_shutdown_without_a_stop_did_not_bite() -> None:
     h = History()
     connect(h, 0.0, "g-0", "good")
-    assert CHECKERS["shutdown"](ctx_for(h), {}).status == "fail"
+    verdict = CHECKERS["shutdown"](ctx_for(h), {})
+    assert (verdict.status, verdict.unknown_reason) == ("unknown", "did_not_bite")
+    assert verdict.summary.startswith("the fault did not take effect: the target was never stopped")
+
+
+def test_shutdown_with_no_client_connected_is_not_applicable() -> None:
+    h = History()
+    connect(h, 0.0, "g-0", "good")
+    close(h, 1.0, "g-0", "good", 1000, "client")
+    rec(h, 2.0, "target", event="stopping", pid=10, code=None)
+    rec(h, 2.5, "target", event="stopped", pid=10, code=0)
+    verdict = CHECKERS["shutdown"](ctx_for(h), {})
+    assert (verdict.status, verdict.unknown_reason) == ("unknown", "not_applicable")
+    assert verdict.summary.startswith("not applicable: no client was connected")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -271,3 +271,24 @@ async def test_cohort_start_names_the_cohort_when_the_target_is_down(tmp_path: P
 def test_message_shape_defaults() -> None:
     shape = MessageShape()
     assert (shape.batch_type, shape.event_id, shape.resume_query) == ("log_entry_batch", "piece_id", True)
+
+
+def test_peer_end_tells_a_fin_from_a_reset() -> None:
+    import socket
+    import time
+
+    from harness.wsframes import peer_end, set_linger_zero
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        ends = {}
+        for how in ("fin", "reset"):
+            client = socket.create_connection(server.getsockname())
+            accepted, _ = server.accept()
+            assert peer_end(client) is None
+            if how == "reset":
+                set_linger_zero(accepted)
+            accepted.close()
+            time.sleep(0.05)
+            ends[how] = peer_end(client)
+            client.close()
+    assert ends == {"fin": "fin", "reset": "reset"}

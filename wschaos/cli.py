@@ -23,7 +23,7 @@ from harness.errors import HarnessError
 from harness.loadspec import MAX_PROCESSES, MAX_SPAWN_RATE, MAX_TIME_S, MAX_USERS, LoadSpec, parse_mix
 from harness.loadtest import run_plain_load, summary_lines
 from harness.runner import ScenarioResult, run_scenario
-from harness.scenario import Scenario, discover, load
+from harness.scenario import SCENARIO_DIR, Scenario, check_target_params, discover, load
 from harness.targetspec import TargetSpec, bundled_monitor, load_target
 from harness.toxiproxy import running_toxiproxy
 from wschaos import mutants as matrix
@@ -75,7 +75,7 @@ def print_summary(results: list[ScenarioResult], run_dir: Path, wall: float) -> 
     click.echo("scenario".ljust(width) + " ".join(c[:12].ljust(12) for c in checkers) + " time")
     for r in results:
         by = {v.checker: v.status for v in r.verdicts}
-        cells = [(by.get(c, "-") if r.status != "error" else "error").ljust(12) for c in checkers]
+        cells = [(by.get(c, "-") if not r.error else "error").ljust(12) for c in checkers]
         click.echo(r.name.ljust(width) + " ".join(cells) + f" {r.duration_s:.1f}s")
     passed = sum(r.status == "pass" for r in results)
     skipped = sum(r.status == "skipped" for r in results)
@@ -117,7 +117,18 @@ def run_with_signals(coro: Any) -> Any:
     return asyncio.run(main())
 
 
-def write_summary(run_dir: Path, results: list[ScenarioResult], seed: int, target: TargetSpec, wall: float) -> None:
+def scenario_args(items: tuple[str, ...], chosen: list[Scenario]) -> dict[str, str]:
+    """Each chosen scenario as the command line gave it: its bare name, or its file's path as written
+    (a directory given stands for the paths of its files), so that the run can be reproduced exactly."""
+    given: dict[Path, str] = {}
+    for item in items:
+        for path in discover([item]):
+            given[path.resolve()] = item if path == SCENARIO_DIR / f"{item}.yaml" else str(path)
+    return {s.name: given.get(s.path.resolve(), s.name) if s.path else s.name for s in chosen}
+
+
+def write_summary(run_dir: Path, results: list[ScenarioResult], seed: int, target: TargetSpec, wall: float,
+                  *, given: dict[str, str] | None = None, target_arg: Path | None = None) -> None:  # fmt: skip
     summary = {
         "schema": "wschaos.summary/1",
         "harness_version": __version__,
@@ -126,6 +137,8 @@ def write_summary(run_dir: Path, results: list[ScenarioResult], seed: int, targe
         "seed": seed,
         "wall_s": round(wall, 3),
         "command": shlex.join(["wschaos", *sys.argv[1:]]),
+        "scenario_args": given or {},
+        "target_arg": str(target_arg) if target_arg is not None else None,
         "passed": all(r.status not in BROKEN for r in results),
         "scenarios": [r.to_json() for r in results],
     }
@@ -157,7 +170,8 @@ def run(
         chosen = [s for s in chosen if s.core]
     target = load_target(target_file) if target_file else bundled_monitor()
     capacity_file = capacity_file or out / "capacity.json"
-    for scenario in chosen:  # a missing capacity is said before anything starts
+    for scenario in chosen:  # a bad target key or a missing capacity is said before anything starts
+        check_target_params(scenario, target)
         resolve_feed_rate(scenario.feed_rate, target, capacity_file, scenario.name)
     seed = seed if seed is not None else random.randrange(2**31)
     run_dir = new_run_dir(out.resolve(), "suite" if len(chosen) != 1 else chosen[0].name)
@@ -169,7 +183,7 @@ def run(
         click.echo("interrupted: everything the run started has been stopped", err=True)
         sys.exit(130)
     wall = time.monotonic() - started
-    write_summary(run_dir, results, seed, target, wall)
+    write_summary(run_dir, results, seed, target, wall, given=scenario_args(scenarios, chosen), target_arg=target_file)
     print_summary(results, run_dir, wall)
     write_run_reports(run_dir)
     sys.exit(0 if all(r.status not in BROKEN for r in results) else 1)
@@ -313,12 +327,17 @@ def list_scenarios() -> None:
 
 @cli.command()
 @click.argument("paths", nargs=-1)
-def validate(paths: tuple[str, ...]) -> None:
+@click.option("--target", "target_file", type=click.Path(path_type=Path),
+              help="also check each scenario's target section against this target file's params")  # fmt: skip
+def validate(paths: tuple[str, ...], target_file: Path | None) -> None:
     """Check scenario files against the schema; every problem names the file and the field."""
     failed = 0
+    target = load_target(target_file) if target_file else None
     for path in discover(paths):
         try:
-            load(path)
+            scenario = load(path)
+            if target is not None:
+                check_target_params(scenario, target)
             click.echo(f"ok      {path}")
         except HarnessError as exc:
             failed += 1

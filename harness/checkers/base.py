@@ -5,9 +5,10 @@ A verdict's status is ``pass``, ``fail``, ``error`` (the checker itself raised; 
 evidence) or ``unknown``: the run could not judge it, and ``unknown_reason`` says which kind of why
 (``unreliable``: the run could not measure it fairly; ``not_applicable``: the target exposes nothing
 to judge it by; ``did_not_bite``: the fault meant to test it never took effect), the summary says why
-in words. A check the scenario asked for whose trigger never happened (no fault hit the cohort, the
-target was never stopped) fails and names what was missing: a check that cannot see its trigger must
-not pass quietly.
+in words. Nothing to judge is never a pass: a checker with nothing to judge says unknown,
+``not_applicable`` ("not applicable: <why>"), and one whose trigger never happened (no fault hit the
+cohort, nothing to evict or recover from, the target was never stopped) says unknown, ``did_not_bite``
+("the fault did not take effect: <what was missing>").
 
 Evidence items are small dicts naming the client, seq, event id, log line and time, the first
 occurrence first. Times (``t``) are seconds since the run started, as in the History.
@@ -22,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
 
+from harness.checkers.identity import BY_ID, identity_problem
 from harness.history import History
 
 Record = dict[str, Any]
@@ -134,6 +136,9 @@ class CheckContext:
     cohorts: dict[str, CohortInfo] = field(default_factory=dict)
     faulted: set[str] = field(default_factory=set)
     stored_ids: list[str] | None = None
+    # What the target file declares: its ``semantics`` and the field of an event that carries its id.
+    semantics: dict[str, str] = field(default_factory=dict)
+    event_id_field: str = "piece_id"
 
     @cached_property
     def by_client(self) -> dict[str, list[Record]]:
@@ -404,11 +409,18 @@ def checker_name(key: str) -> str:
 
 def run_checks(ctx: CheckContext, checks: dict[str, dict[str, Any] | None]) -> list[Verdict]:
     """Runs each named checker with its options, in the given order. A checker that raises gives an
-    "error" verdict carrying the traceback; an unknown name is a ValueError naming the known ones."""
+    "error" verdict carrying the traceback; an unknown name is a ValueError naming the known ones.
+
+    When the clients' batches carry none of the fed ids (``identity_problem``), the checkers that
+    follow ids are not run: each is an "error" naming the mapping to fix, and they come first."""
     unknown = sorted({checker_name(n) for n in checks} - set(CHECKERS))
     if unknown:
         raise ValueError(f"unknown checker(s) {', '.join(unknown)}; known: {', '.join(CHECKERS)}")
-    return [_run_one(name, ctx, options or {}) for name, options in checks.items()]
+    problem = identity_problem(ctx.history, ctx.event_id_field)
+    if problem is None:
+        return [_run_one(name, ctx, options or {}) for name, options in checks.items()]
+    blind = [Verdict(n, ERROR, problem.summary, [problem.evidence]) for n in checks if checker_name(n) in BY_ID]
+    return blind + [_run_one(n, ctx, opts or {}) for n, opts in checks.items() if checker_name(n) not in BY_ID]
 
 
 def _run_one(name: str, ctx: CheckContext, options: dict[str, Any]) -> Verdict:

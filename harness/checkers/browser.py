@@ -8,6 +8,7 @@ from collections import Counter
 from typing import Any
 
 from harness.checkers.base import (
+    DID_NOT_BITE,
     FAIL,
     PASS,
     CheckContext,
@@ -83,8 +84,8 @@ def check_browser(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
         return Verdict("browser", FAIL, f"no page of cohort {cohort!r} reported its state (no browser_state records)",
                        [{"cohort": cohort, "problem": "no samples"}])  # fmt: skip
     if not episodes:
-        return Verdict("browser", FAIL, f"nothing to ride out: no fault or restart hit cohort {cohort!r}",
-                       [{"cohort": cohort, "problem": "no trigger"}])  # fmt: skip
+        why = f"the fault did not take effect: nothing to ride out: no fault or restart hit cohort {cohort!r}"
+        return Verdict.unknown("browser", DID_NOT_BITE, why, [{"cohort": cohort, "problem": "no trigger"}])
     tally: Counter[str] = Counter(dict.fromkeys(("disturbed", "reconnected", "unfilled", "script_errors"), 0))
     delays: list[float] = []
     evidence: list[dict[str, Any]] = []

@@ -99,7 +99,7 @@ def check_delivery(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
     )
     cohorts = opts["cohorts"] or sorted(n for n, c in ctx.cohorts.items() if c.kind == "probe" and n not in ctx.faulted)
     if not cohorts:
-        why = "no healthy probe cohort to check: every probe cohort was faulted"
+        why = "not applicable: no healthy probe cohort to check: every probe cohort was faulted"
         return Verdict.unknown("delivery", NOT_APPLICABLE, why)
     fed = list(ctx.history.of("feed"))
     evidence = _cohort_size_evidence(ctx, cohorts)
@@ -127,6 +127,9 @@ def _judge(ctx: CheckContext, opts: dict[str, Any], cohorts: list[str], evidence
         scope = f"{figures['clients']} client(s) of {', '.join(cohorts)}"
         summary = f"{scope}: end-to-end delivery latency over its bound: {describe_item(over[0])}"
         return unless_overfed(ctx, opts, cohorts, Verdict("delivery", FAIL, summary, over, figures))
+    if not evidence and not figures["events_fed"]:
+        why = f"not applicable: no event was fed while {figures['clients']} client(s) of {', '.join(cohorts)} listened"
+        return Verdict.unknown("delivery", NOT_APPLICABLE, why, [], figures)
     verdict = _delivery_verdict(ctx, opts, cohorts, evidence, figures, latency, results)
     return unless_overfed(ctx, opts, cohorts, verdict)
 

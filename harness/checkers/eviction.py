@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.checkers.base import (
+    DID_NOT_BITE,
     FAIL,
     NOT_APPLICABLE,
     PASS,
@@ -22,6 +23,7 @@ from harness.checkers.base import (
     rounded,
     unbitten,
 )
+from harness.checkers.victim_closes import seen_by_victims
 
 
 @register("eviction", "Eviction")
@@ -50,18 +52,22 @@ def check_eviction(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
     cohort, within = opts["cohort"], float(opts["within"])
     samples = [r for r in ctx.history.of("metrics") if r.get("clients") is not None]
     if not samples:
-        why = "the target reported no registry size (no metrics records with clients)"
+        why = "not applicable: the target reported no registry size (no metrics records with clients)"
         return Verdict.unknown("eviction", NOT_APPLICABLE, why)
     t0, trigger = _eviction_start(ctx, cohort)
     if t0 is None:
-        why = f"nothing to evict: no fault hit cohort {cohort!r} and it is not a stuck cohort"
-        return Verdict("eviction", FAIL, why, [{"cohort": cohort, "problem": "no trigger"}])
+        why = (f"the fault did not take effect: nothing to evict: no fault hit cohort {cohort!r} "
+               "and it is not a stuck cohort")  # fmt: skip
+        return Verdict.unknown("eviction", DID_NOT_BITE, why, [{"cohort": cohort, "problem": "no trigger"}])
     bite = unbitten(ctx, cohort)
     if bite is not None:
         return did_not_bite("eviction", bite)
     victims = _victims(ctx, cohort, t0)
+    if not victims:
+        why = f"the fault did not take effect: nothing to evict: cohort {cohort!r} has no client"
+        return Verdict.unknown("eviction", DID_NOT_BITE, why, [{"cohort": cohort, "problem": "no victim"}])
     t0 = max(_arrived(ctx, victims, t0), _filled(ctx, cohort))
-    case = Eviction(cohort, t0, trigger, within, victims)
+    case = Eviction(cohort, t0, trigger, within, victims, _heal_after(ctx, cohort, t0))
     timeline = [_registry_point(ctx, case, s, opts["expected"]) for s in samples if s["t"] >= t0]
     figures: Figures = {"t0": rounded(t0), "within_s": within, "samples": len(timeline), "victims": len(case.victims)}
     done = next((p for p in timeline if p["registry"] <= p["expected_at_most"]), None)
@@ -77,6 +83,7 @@ class Eviction:
     trigger: str
     within: float
     victims: frozenset[str]
+    heal_t: float | None = None  # when the harness healed the fault (closing what it still held)
 
     def describe(self) -> str:
         return f"{len(self.victims)} client(s) of cohort {self.cohort!r} hit by {self.trigger} at t={self.t0:.2f}s"
@@ -99,6 +106,8 @@ def _filled(ctx: CheckContext, cohort: str) -> float:
     faults = {r.get("fault") for r in ctx.history.of("fault_start") if hits(r, cohort)}
     return max((r["full_t"] for r in ctx.history.of("fault_bite")
                 if r.get("fault") in faults and r.get("bit") and r.get("full_t") is not None), default=0.0)  # fmt: skip
+def _heal_after(ctx: CheckContext, cohort: str, t0: float) -> float | None:
+    return next((r["t"] for r in ctx.history.of("fault_heal") if hits(r, cohort) and r["t"] >= t0), None)
 
 
 def _victims(ctx: CheckContext, cohort: str, t0: float) -> frozenset[str]:
@@ -146,12 +155,22 @@ def _eviction_done(
 ) -> Verdict:
     took = done["t"] - case.t0
     figures["evicted_after_s"] = rounded(took)
+    seen = seen_by_victims(ctx, case.victims, case.t0, case.heal_t)
+    if case.heal_t is not None and done["t"] >= case.heal_t and not seen.before_heal:
+        evidence = cap_evidence([p for p in timeline if p["t"] <= done["t"]])
+        evidence += _still_connected(ctx, case, case.heal_t)
+        summary = (
+            f"{case.describe()} never evicted: the server still held the connection until the harness closed "
+            f"the socket at heal (t={case.heal_t:.2f}s); the registry dropped only at t={done['t']:.2f}s"
+        )
+        return Verdict("eviction", FAIL, summary, evidence, figures)
+    how = f"evicted by the server by t={done['t']:.2f}s ({seen.describe()})"
     if took <= case.within:
-        summary = f"{case.describe()} left the registry after {took:.2f}s (bound {case.within:g}s)"
+        summary = f"{case.describe()} left the registry after {took:.2f}s (bound {case.within:g}s): {how}"
         return Verdict("eviction", PASS, summary, [], figures)
     evidence = cap_evidence([p for p in timeline if p["t"] <= done["t"]])
     evidence += _still_connected(ctx, case, case.t0 + case.within)
-    summary = f"{case.describe()} left the registry only after {took:.2f}s (bound {case.within:g}s)"
+    summary = f"{case.describe()} left the registry only after {took:.2f}s (bound {case.within:g}s): {how}"
     return Verdict("eviction", FAIL, summary, evidence, figures)
 
 

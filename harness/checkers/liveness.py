@@ -6,6 +6,7 @@ from typing import Any
 
 from harness.checkers.base import (
     FAIL,
+    NOT_APPLICABLE,
     PASS,
     CheckContext,
     Figures,
@@ -36,6 +37,8 @@ def check_liveness(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
     opts = parse_options("liveness", options, {"max_connect_s": 2.0, "grace_s": 3.0})
     limit = float(opts["max_connect_s"])
     probes = list(ctx.history.of("probe"))
+    if not probes:
+        return Verdict.unknown("liveness", NOT_APPLICABLE, "not applicable: no liveness probe ran")
     judged = [p for p in probes if not _probe_excused(p, ctx.down_windows, float(opts["grace_s"]))]
     evidence = [e for p in judged if (e := _probe_problem(p, limit)) is not None]
     heals = [r["t"] for r in ctx.history.of("fault_heal")]

@@ -7,6 +7,7 @@ from typing import Any
 
 from harness.checkers.base import (
     FAIL,
+    NOT_APPLICABLE,
     PASS,
     CheckContext,
     Figures,
@@ -36,6 +37,8 @@ def check_no_error_logs(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
         "no_error_logs", options, {"levels": ["ERROR", "CRITICAL"], "allow": [], "context": 2, "max_evidence": 10}
     )
     logs = list(ctx.history.of("log"))
+    if not logs:
+        return Verdict.unknown("no_error_logs", NOT_APPLICABLE, "not applicable: the target wrote no log line")
     levels = {str(level).upper() for level in opts["levels"]}
     allow = [re.compile(pattern) for pattern in opts["allow"]]
     offences, allowed = _log_offences(logs, levels, allow)

@@ -34,10 +34,13 @@ def check_persistence(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
     """
     opts = parse_options("persistence", options, {"stop_margin_s": 0.5})
     if ctx.stored_ids is None:
-        return Verdict.unknown("persistence", NOT_APPLICABLE, "the target exposes no stored event ids")
+        why = "not applicable: the target exposes no stored event ids (no persistence in its target file)"
+        return Verdict.unknown("persistence", NOT_APPLICABLE, why)
     final = min((w.start for w in ctx.down_windows if w.end == math.inf), default=math.inf)
     gone_at = final - float(opts["stop_margin_s"])
     fed_at = {i: f["t"] for f in ctx.history.of("feed") for i in f.get("ids") or []}
+    if not fed_at:
+        return Verdict.unknown("persistence", NOT_APPLICABLE, "not applicable: no event was fed")
     stored = Counter(ctx.stored_ids)
     missing = [i for i, t in fed_at.items() if i not in stored and t < gone_at]
     extra = [i for i in stored if i not in fed_at]

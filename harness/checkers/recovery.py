@@ -8,6 +8,7 @@ from itertools import pairwise
 from typing import Any
 
 from harness.checkers.base import (
+    DID_NOT_BITE,
     FAIL,
     GRACEFUL_EVENTS,
     PASS,
@@ -27,66 +28,90 @@ from harness.checkers.base import (
     told_to_resync,
     unbitten,
 )
+from harness.checkers.reconnects import GAP_PROBLEMS, FedIds, reconnect_problems
 
 
 @register("recovery", "Recovery")
 def check_recovery(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
     """Every client of ``cohort`` that a fault disconnected reconnects with a new init within ``within``
     seconds of the heal (the fault_heal record; for a restart, the target's ready), and no reconnect
-    leaves a silent gap: after the break the client either got the seqs it missed (after a ``resumed``
+    leaves a silent gap: after the break the client either got what it missed (after a ``resumed``
     notice) or was told to resync (``resync_required``, or an init with a new epoch).
 
     Disconnected by the fault: a close by the server or an error between the fault's start and its heal
     + ``within`` (a close the harness chose, by "client", does not count). Faults without a cohort
-    (server faults) and target kills and pauses count for every cohort. The gap check applies to every
-    reconnect of the cohort's clients.
+    (server faults) and target kills and pauses count for every cohort. The gap checks apply to every
+    reconnect of the cohort's clients: by seq (the seqs after the last one seen before the break), and
+    by fed event id, also for batches without a seq (see ``harness.checkers.reconnects``), which also
+    finds ids received twice and seqs going back across a reconnect.
+
+    A target file that declares ``semantics: {gaps_after_reconnect: allowed}`` does not promise the
+    missed events: its gaps are counted and named in the summary, not failed.
 
     Options:
       cohort (required): the cohort to check.
       within: seconds after the heal by which clients must be back (default 5.0).
+      settle_s: how far an event fed just before a break or just before the reconnect may be from
+        its broadcast: those are not required after the reconnect (default 0.25).
     """
-    opts = parse_options("recovery", options, {"within": 5.0}, required=("cohort",))
+    opts = parse_options("recovery", options, {"within": 5.0, "settle_s": 0.25}, required=("cohort",))
     cohort, within = opts["cohort"], float(opts["within"])
     bite = unbitten(ctx, cohort)
     if bite is not None:
         return did_not_bite("recovery", bite)
     episodes = _episodes(ctx, cohort)
     if not episodes:
-        return Verdict(
-            "recovery",
-            FAIL,
-            f"nothing to recover from: no fault or restart hit cohort {cohort!r}",
-            [{"cohort": cohort, "problem": "no trigger"}],
-        )
+        why = f"the fault did not take effect: no fault or restart hit cohort {cohort!r}, nothing to recover from"
+        return Verdict.unknown("recovery", DID_NOT_BITE, why, [{"cohort": cohort, "problem": "no trigger"}])
+    fed = FedIds.of(ctx)
     evidence: list[dict[str, Any]] = []
     tally: Counter[str] = Counter(dict.fromkeys(("disconnected", "reconnected", "resumed", "resynced", "gaps"), 0))
     delays: list[tuple[float, float]] = []  # (after the heal, since the break) per reconnect
     for client in ctx.clients_of(cohort):
         conns = ctx.connections(client)
         evidence += _reconnects(client, conns, episodes, within, delays, tally)
-        evidence += _continuity(client, conns, tally)
+        by_seq = _continuity(client, conns, tally)
+        covered = {p["t"] for p in by_seq}
+        by_id = reconnect_problems(client, conns, fed, episodes, float(opts["settle_s"]))
+        evidence += by_seq + [p for p in by_id if p["problem"] not in GAP_PROBLEMS or p["t"] not in covered]
+    gaps = [e for e in evidence if e["problem"] in GAP_PROBLEMS]
+    tally["gaps"] = len(gaps)
     figures: Figures = {
         "clients": len(ctx.clients_of(cohort)),
         "episodes": len(episodes),
         **tally,
+        "missed_events": sum(int(g.get("missing") or 0) for g in gaps),
         "after_heal_max_s": rounded(max((d[0] for d in delays), default=0.0)),
         "offline_max_s": rounded(max((d[1] for d in delays), default=0.0)),
     }
+    if not evidence and not tally["disconnected"]:
+        why = f"the fault did not take effect: no client of cohort {cohort!r} was disconnected, nothing to recover from"
+        return Verdict.unknown("recovery", DID_NOT_BITE, why, [], figures)
+    allowed = ctx.semantics.get("gaps_after_reconnect") == "allowed"
+    if allowed:
+        evidence = [e for e in evidence if e["problem"] not in GAP_PROBLEMS]
     if evidence:
         first = cap_evidence(evidence)[0]
         return Verdict(
             "recovery",
             FAIL,
-            f"{len(evidence)} recovery problem(s) in cohort {cohort!r}; first: {describe_item(first)}",
+            f"{first['problem']}: {len(evidence)} recovery problem(s) in cohort {cohort!r}; "
+            f"first: {describe_item(first)}",
             cap_evidence(evidence),
             figures,
+        )
+    continuity = "no silent gap"
+    if allowed and gaps:
+        continuity = (
+            f"{len(gaps)} gap(s), {figures['missed_events']} event(s) missed, allowed by the target's declared "
+            "semantics (gaps_after_reconnect: allowed)"
         )
     return Verdict(
         "recovery",
         PASS,
         f"cohort {cohort!r}: all {tally['disconnected']} disconnection(s) reconnected within {within:g}s of the "
-        f"heal ({tally['resumed']} resumed, {tally['resynced']} told to resync), no silent gap",
-        [],
+        f"heal ({tally['resumed']} resumed, {tally['resynced']} told to resync), {continuity}",
+        cap_evidence(gaps) if allowed else [],
         figures,
     )
 
@@ -160,5 +185,4 @@ def _continuity(client: str, conns: list[Connection], tally: Counter) -> list[di
                     "t": nxt.start_t,
                 }
             )
-    tally["gaps"] += len(problems)
     return problems

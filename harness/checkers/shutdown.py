@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from harness.checkers.base import (
+    DID_NOT_BITE,
     FAIL,
+    NOT_APPLICABLE,
     PASS,
     CheckContext,
     Figures,
@@ -42,8 +44,8 @@ def check_shutdown(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
         ctx.history.of("fault_start"), "fault_start", type="server_stop"
     )
     if stop is None:
-        why = "the target was never stopped (no 'stopping' target record)"
-        return Verdict("shutdown", FAIL, why, [{"problem": "no trigger"}])
+        why = "the fault did not take effect: the target was never stopped (no 'stopping' target record)"
+        return Verdict.unknown("shutdown", DID_NOT_BITE, why, [{"problem": "no trigger"}])
     ts = stop["t"]
     connected = [c for c, ws in ctx.intervals.items() if any(ts in w and w.event != "connect_error" for w in ws)]
     bite = next((b for cohort in sorted({ctx.cohort_of.get(c, "") for c in connected})
@@ -59,6 +61,9 @@ def check_shutdown(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
     if silent and (exited is None or exited["t"] - ts > within):
         evidence += [_hung_on(ctx, c, ts, within, exited) for c in silent]
     figures = _shutdown_figures(ctx, reading, silent, ts, exited, len(evidence))
+    if not connected:
+        why = f"not applicable: no client was connected when the target was told to stop at t={ts:.2f}s"
+        return Verdict.unknown("shutdown", NOT_APPLICABLE, why, [], figures)
     if evidence:
         first = describe_item(cap_evidence(evidence)[0])
         summary = (

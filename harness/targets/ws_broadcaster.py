@@ -5,7 +5,8 @@ log files (polling; a partial last line waits for its end) and every 25 ms, when
 sends every connected client ``{"type": "log_entry_batch", "seq": n, "sent_at": t, "events":
 [{"piece_id": ..., "node": ...}]}`` with ``websockets.broadcast()``, which never waits for a slow
 client (it buffers for it instead, without bound). A new client first gets ``{"type": "init",
-"epoch": ..., "seq": ...}``. There is no resume: ``?epoch=&since=`` is ignored. ``/healthz`` answers
+"epoch": ..., "seq": ...}``. There is no resume: ``?epoch=&since=`` is ignored. With ``--no-seq``
+neither batches nor the init carry a seq (as many broadcast servers do). ``/healthz`` answers
 JSON, ``/metrics`` Prometheus text. Logs are JSON lines on stderr. ``--max-rate N`` makes it a slow
 server: it sends at most N events a second, and the rest wait their turn, in order, without bound.
 
@@ -104,8 +105,10 @@ def event_of(line: str, node: str) -> dict[str, Any] | None:
 
 
 class Broadcaster:
-    def __init__(self, tails: list[LogTail], interval: float = INTERVAL, max_rate: float = 0.0) -> None:
+    def __init__(self, tails: list[LogTail], interval: float = INTERVAL, max_rate: float = 0.0, *,
+                 with_seq: bool = True) -> None:
         self.tails = tails
+        self.with_seq = with_seq
         self.interval = interval
         self.limit = RateLimit(max_rate) if max_rate > 0 else None
         self.waiting: list[dict[str, Any]] = []
@@ -134,12 +137,16 @@ class Broadcaster:
     def broadcast(self, events: list[dict[str, Any]]) -> None:
         self.seq += 1
         message = {"type": "log_entry_batch", "seq": self.seq, "sent_at": time.time(), "events": events}
+        if not self.with_seq:
+            del message["seq"]
         broadcast(self.clients, json.dumps(message))
         self.broadcasts += 1
         self.events += len(events)
 
     async def handler(self, connection: ServerConnection) -> None:
         init = {"type": "init", "epoch": self.epoch, "seq": self.seq, "server_time": time.time()}
+        if not self.with_seq:
+            del init["seq"]
         # broadcast() writes at once: no batch can come between the init and joining the set.
         broadcast([connection], json.dumps(init))
         self.clients.add(connection)
@@ -221,7 +228,7 @@ def log_source(text: str) -> LogTail:
 
 
 async def serve_forever(args: argparse.Namespace) -> None:
-    state = Broadcaster(args.log, max_rate=args.max_rate)
+    state = Broadcaster(args.log, max_rate=args.max_rate, with_seq=not args.no_seq)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -250,6 +257,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="storagenode log file(s) to tail")  # fmt: skip
     p.add_argument("--heartbeat", type=float, default=20.0, help="ping interval and timeout in seconds")
     p.add_argument("--max-rate", type=float, default=0.0, help="send at most this many events a second (0: no limit)")
+    p.add_argument("--no-seq", action="store_true", help="batches and the init carry no seq")
     return p.parse_args(argv)
 
 
