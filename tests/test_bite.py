@@ -79,6 +79,8 @@ def test_a_reader_that_stops_reading_fills_its_queue_and_the_writers_send_queue(
 
 def _history_with(bit: bool) -> History:
     history = History()
+    for i in range(2):
+        history.record("connect", client=f"crowd-{i}", cohort="crowd", attempt=1, since=None)
     history.record("metrics", clients=4)
     history.record("fault_start", fault="drop", type="mass_drop", cohort="crowd", params={})
     history.record("fault_bite", fault="drop", type="mass_drop", cohort="crowd", bit=bit, how="nothing sent",

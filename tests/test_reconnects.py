@@ -129,8 +129,10 @@ def test_batches_without_fed_ids_make_the_id_checkers_an_error_naming_the_mappin
     h = wrongly_mapped()
     ctx = ctx_for(h, cohorts=COHORTS, stored_ids=[f"e{i}" for i in range(1, 41)], event_id_field="piece_id")
     verdicts = run_checks(ctx, {"no_error_logs": {}, "delivery": {"cohorts": ["steady"]}, "persistence": {}})
-    assert [(v.checker, v.status) for v in verdicts][:2] == [("delivery", "error"), ("persistence", "error")]
-    assert verdicts[2].checker == "no_error_logs"
+    assert [(v.checker, v.status) for v in verdicts][:1] == [("delivery", "error")]
+    by = {v.checker: v.status for v in verdicts}
+    assert by["persistence"] == "pass"  # judged from the store, which does not depend on the message mapping
+    assert "no_error_logs" in by
     summary = verdicts[0].summary
     assert summary.startswith("clients received 40 batches but only 1 of 40 fed ids were in them")
     assert "messages.event_id (now 'piece_id')" in summary
