@@ -18,7 +18,8 @@ from typing import Any, ClassVar, TypeVar
 
 import aiohttp
 
-from harness.clients import Cohort, MessageShape, ProbeClient, StuckClient
+from harness.clients import Cohort, ProbeClient, StuckClient
+from harness.dialects import Dialect
 from harness.errors import HarnessError, ToxiproxyError
 from harness.history import History
 from harness.target import Target
@@ -48,7 +49,7 @@ class FaultContext:
     history: History
     rng: random.Random
     session: aiohttp.ClientSession
-    shape: MessageShape
+    dialect: Dialect
 
 
 class Fault:
@@ -257,6 +258,7 @@ class StuckReader(Fault):
                 ctx.history,
                 answer_heartbeats=self.params["answer_heartbeats"],
                 rcvbuf=self.params["rcvbuf"],
+                dialect=ctx.dialect,
             )
             self.stuck.append(client)
             await client.start()
@@ -378,7 +380,7 @@ class Churn(Fault):
                 f"{self.spec.cohort}-churn",
                 url,
                 ctx.history,
-                ctx.shape,
+                ctx.dialect,
                 reconnect=False,
                 session=ctx.session,
                 rng=random.Random(ctx.rng.random()),

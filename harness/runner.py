@@ -23,7 +23,7 @@ import psutil
 
 from harness import browser
 from harness.checkers import CheckContext, CohortInfo, Verdict, run_checks, scenario_status
-from harness.clients import Cohort, MessageShape, ProbeClient, StuckClient
+from harness.clients import Cohort, ProbeClient, StuckClient, wait_ready
 from harness.errors import HarnessError
 from harness.faults import Fault, FaultContext, make_fault
 from harness.feed import Feed
@@ -100,12 +100,8 @@ class Run:
             history=self.history,
             rng=self.rng(f"fault:{fault}"),
             session=self.session,
-            shape=message_shape(self.target.spec),
+            dialect=self.target.spec.make_dialect(),
         )
-
-
-def message_shape(spec: TargetSpec) -> MessageShape:
-    return MessageShape(**(spec.messages or {}))
 
 
 def build_client(spec: CohortSpec, index: int, run: Run) -> ProbeClient | StuckClient:
@@ -116,27 +112,28 @@ def build_client(spec: CohortSpec, index: int, run: Run) -> ProbeClient | StuckC
         return StuckClient(
             name, spec.name, proxy.listen_host, proxy.listen_port, path, run.history,
             answer_heartbeats=spec.kind == "stuck_pong", rcvbuf=spec.rcvbuf or 4096,
+            dialect=run.target.spec.make_dialect(),
         )  # fmt: skip
     url = proxy.url(path)
     return ProbeClient(
-        name, spec.name, url, run.history, message_shape(run.target.spec),
+        name, spec.name, url, run.history, run.target.spec.make_dialect(),
         reconnect=spec.reconnect, rcvbuf=spec.rcvbuf, session=run.session, rng=run.rng(f"client:{name}"),
     )  # fmt: skip
 
 
 async def probe_liveness(run: Run, proxy: Proxy) -> None:
-    """Every second: can a new client connect and get init? Does the health check answer?"""
-    shape = message_shape(run.target.spec)
-    url = proxy.url(run.target.spec.ws_path)
+    """Every second: can a new client connect and get init (the dialect's ready frame)? Does the health
+    check answer?"""
+    dialect = run.target.spec.make_dialect()
+    url = dialect.connect_url(proxy.url(run.target.spec.ws_path), None)
     while True:
         await asyncio.sleep(PROBE_INTERVAL)
         started = time.monotonic()
         try:
             async with asyncio.timeout(3.0), run.session.ws_connect(url, autoping=True) as ws:
-                while (await ws.receive_json()).get("type") != shape.init_type:
-                    pass
+                await wait_ready(ws, dialect)
             run.history.record("probe", check="ws", ok=True, latency_s=round(time.monotonic() - started, 4))
-        except (TimeoutError, aiohttp.ClientError, OSError, ValueError, TypeError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             run.history.record("probe", check="ws", ok=False, error=repr(exc)[:200])
         ok = await run.target.health()
         run.history.record("probe", check="health", ok=ok, error=None if ok else "health check did not answer")

@@ -17,6 +17,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from harness.dialects import Dialect, DialectError, make_dialect
 from harness.errors import HarnessError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -108,10 +109,15 @@ class TargetSpec:
     feed: FeedSpec | None = None
     persistence: PersistenceSpec | None = None
     # Overrides of the message shape (init_type, batch_type, seq, events, event_id, sent_at, epoch);
-    # harness.clients.MessageShape(**messages) reads the target's messages.
+    # harness.dialects.MessageShape(**messages) reads the target's messages (the monitor dialect).
     messages: dict[str, str] = field(default_factory=dict)
+    # The protocol (harness.dialects): {"name": ..., **options}; None: the monitor's, with ``messages``.
+    dialect: dict[str, Any] | None = None
     path: Path | None = None  # the file it came from
     description: str = ""
+
+    def make_dialect(self) -> Dialect:
+        return make_dialect(self.dialect, self.messages)
 
     @property
     def cwd(self) -> Path:
@@ -169,6 +175,10 @@ def _semantic_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
     problems += _placeholder_problems("persistence", {"sqlite": persistence.get("sqlite", "")}, PATH_PLACEHOLDERS)
     problems += _ready_problems(raw.get("ready") or {})
     problems += _logs_problems(raw.get("logs") or {})
+    try:
+        make_dialect(raw.get("dialect"), raw.get("messages"))
+    except (DialectError, TypeError, ValueError) as exc:
+        problems.append(("dialect", str(exc)))
     return problems
 
 
@@ -224,9 +234,16 @@ def _build(raw: dict[str, Any], path: Path | None) -> TargetSpec:
         feed=optional("feed", FeedSpec),
         persistence=optional("persistence", PersistenceSpec),
         messages=dict(raw.get("messages") or {}),
+        dialect=_dialect(raw.get("dialect")),
         path=path,
         description=raw.get("description", ""),
     )
+
+
+def _dialect(raw: str | dict[str, Any] | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    return {"name": raw} if isinstance(raw, str) else dict(raw)
 
 
 def _ready(raw: dict[str, Any] | None) -> ReadySpec:
