@@ -238,6 +238,7 @@ async def start_load(run: Run, stack: AsyncExitStack, run_id: str, out_dir: Path
     proxy = await scenario_proxy(run, stack, f"{run_id}-load")
     run.load = LocustRun(spec, proxy.url(""), out_dir / "load", history=run.history,
                          ws_path=run.target.spec.ws_path, shape=run.target.spec.messages,
+                         dialect=run.target.spec.dialect,
                          controllable=True, track_connections=True)  # fmt: skip
     stack.push_async_callback(run.load.stop)
     progress(f"load: {spec.users} Locust users ({spec.mix_text()})")
