@@ -29,7 +29,8 @@ class StuckClient:
     """A raw socket that completes the handshake, reads only the HTTP response, and never reads again.
 
     After the handshake it sends the dialect's opening messages (subscribe), unread answers and all.
-    With ``answer_heartbeats`` it sends an unsolicited heartbeat every ``pong_interval`` seconds: a
+    With ``answer_heartbeats`` it sends a heartbeat every ``pong_interval`` seconds (or once per ping
+    period of the dialect, when its server wants exactly one answer to each ping): a
     masked pong for the monitor (aiohttp resets its heartbeat timer on any data received, so this
     defeats heartbeat eviction), the dialect's heartbeat text for others. A failed write, or the kernel
     reporting the connection gone, is recorded as a close by ``error``.
@@ -115,13 +116,20 @@ class StuckClient:
     async def _watch(self) -> None:
         text = self.dialect.heartbeat_text
         pong = ws_frame(b"", OP_PONG) if text is None else ws_frame(text.encode())
+        # A dialect whose server refuses unsolicited pongs gives its ping period: answer each ping
+        # blind, a moment after it is due, counted from the connect.
+        period = self.dialect.heartbeat_period or self.pong_interval
+        loop = asyncio.get_running_loop()
+        next_beat = loop.time() + period + self.dialect.heartbeat_delay
         while self.connected:
-            await asyncio.sleep(self.pong_interval)
+            await asyncio.sleep(max(0.0, min(next_beat, loop.time() + self.pong_interval) - loop.time()))
             sock = self._sock
             if sock is None:
                 return
-            if self.answer_heartbeats and not await self._send(sock, pong):
-                return
+            if self.answer_heartbeats and loop.time() >= next_beat:
+                if not await self._send(sock, pong):
+                    return
+                next_beat += period
             if peer_gone(sock):
                 self._gone("connection no longer established")
                 return

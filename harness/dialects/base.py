@@ -91,6 +91,10 @@ class Dialect:
     ready_on_open: bool = False
     # The text a stuck client sends now and then to keep its connection: None for a WebSocket pong.
     heartbeat_text: str | None = None
+    # None: the heartbeat may come unasked, as often as the stuck client likes. Else the server's ping
+    # period (s): the server wants exactly one answer per ping, sent ``heartbeat_delay`` s after it.
+    heartbeat_period: float | None = None
+    heartbeat_delay: float = 0.0
     # What the target's close codes mean, for the history (``close`` records keep the number).
     close_codes: ClassVar[Mapping[int, str]] = {}
 

@@ -5,7 +5,10 @@ A client sends ``{"id":1,"connect":{...}}`` (with a token, or none for anonymous
 ``offset``. The server answers the subscribe with the channel's epoch and offset (the ``Ready``), and
 on a resume with ``recovered: true`` and the missed publications, or without it: the client must
 resync. Publications come as ``{"push":{"channel":...,"pub":{"data":...,"offset":N}}}``; one frame may
-hold several messages, one JSON per line. The server pings with ``{}`` and wants ``{}`` back.
+hold several messages, one JSON per line. The server pings with ``{}`` and wants ``{}`` back, once per
+ping: an unasked ``{}`` is a bad request (3501). A client that does not read (a stuck client) answers
+blind, every ``ping_interval`` seconds (the server's ``client.ping_interval``, default 25) a
+``pong_delay`` after the ping is due.
 It closes with its own codes and a short reason: 3001 shutdown, 3008 slow, 3012 no pong, 3501 bad
 request (the history's ``close`` records keep both).
 """
@@ -42,7 +45,7 @@ PING = "{}"
 @register
 class CentrifugoDialect(Dialect):
     name = "centrifugo"
-    options = frozenset({"channel", "token", "client_name", "event_id", "sent_at"})
+    options = frozenset({"channel", "token", "client_name", "event_id", "sent_at", "ping_interval", "pong_delay"})
     heartbeat_text = PING
 
     def __init__(self, **options: Any) -> None:
@@ -52,6 +55,8 @@ class CentrifugoDialect(Dialect):
         self.client_name: str = options.get("client_name", "wschaos")
         self.event_id: str = options.get("event_id", "id")
         self.sent_at: str | None = options.get("sent_at", "sent_at")
+        self.heartbeat_period = float(options.get("ping_interval", 25.0))
+        self.heartbeat_delay = float(options.get("pong_delay", 0.25))
 
     def opening(self, resume: Position | None) -> list[str]:
         connect: dict[str, Any] = {"name": self.client_name}
