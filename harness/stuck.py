@@ -126,10 +126,10 @@ class StuckClient:
             sock = self._sock
             if sock is None:
                 return
-            if self.answer_heartbeats and loop.time() >= next_beat:
-                if not await self._send(sock, pong):
-                    return
+            if loop.time() >= next_beat:
                 next_beat += period
+                if self.answer_heartbeats and not await self._send(sock, pong):
+                    return
             if peer_gone(sock):
                 self._gone("connection no longer established")
                 return
