@@ -116,11 +116,19 @@ class StuckClient:
     async def _watch(self) -> None:
         text = self.dialect.heartbeat_text
         pong = ws_frame(b"", OP_PONG) if text is None else ws_frame(text.encode())
-        # A dialect whose server refuses unsolicited pongs gives its ping period: answer each ping
-        # blind, a moment after it is due, counted from the connect.
         period = self.dialect.heartbeat_period or self.pong_interval
         loop = asyncio.get_running_loop()
-        next_beat = loop.time() + period + self.dialect.heartbeat_delay
+        next_beat = loop.time() + period
+        if self.answer_heartbeats and self.dialect.heartbeat_period:
+            # The server wants one answer per ping and its first ping comes at a random moment: read
+            # up to that ping, then answer each one blind, a moment after it is due.
+            try:
+                next_beat = await self._first_ping() + period + self.dialect.heartbeat_delay
+            except (OSError, TimeoutError) as exc:
+                self._gone(describe(exc))
+                return
+            if self._sock is None or not await self._send(self._sock, pong):
+                return
         while self.connected:
             await asyncio.sleep(max(0.0, min(next_beat, loop.time() + self.pong_interval) - loop.time()))
             sock = self._sock
@@ -133,6 +141,19 @@ class StuckClient:
             if peer_gone(sock):
                 self._gone("connection no longer established")
                 return
+
+    async def _first_ping(self) -> float:
+        """Read until the server's first ping (the dialect's heartbeat text as a frame); when it came."""
+        loop = asyncio.get_running_loop()
+        text = (self.dialect.heartbeat_text or "").encode()
+        frame, seen = bytes([0x81, len(text)]) + text, b""
+        async with asyncio.timeout(2 * (self.dialect.heartbeat_period or 0.0)):
+            while frame not in seen:
+                chunk = await loop.sock_recv(self._sock, 65536) if self._sock is not None else b""
+                if not chunk:
+                    raise ConnectionError("closed before the server's first ping")
+                seen = seen[-len(frame):] + chunk
+        return loop.time()
 
     async def _send(self, sock: socket.socket, data: bytes) -> bool:
         try:

@@ -6,9 +6,9 @@ A client sends ``{"id":1,"connect":{...}}`` (with a token, or none for anonymous
 on a resume with ``recovered: true`` and the missed publications, or without it: the client must
 resync. Publications come as ``{"push":{"channel":...,"pub":{"data":...,"offset":N}}}``; one frame may
 hold several messages, one JSON per line. The server pings with ``{}`` and wants ``{}`` back, once per
-ping: an unasked ``{}`` is a bad request (3501). A client that does not read (a stuck client) answers
-blind, every ``ping_interval`` seconds (the server's ``client.ping_interval``, default 25) a
-``pong_delay`` after the ping is due.
+ping: an unasked ``{}`` is a bad request (3501). The first ping comes at a random moment, then one
+every ``client.ping_interval``: a client that stops reading (a stuck client) reads up to the first
+ping, then answers blind every ``ping_interval`` seconds (option, default 25) ``pong_delay`` after.
 It closes with its own codes and a short reason: 3001 shutdown, 3008 slow, 3012 no pong, 3501 bad
 request (the history's ``close`` records keep both).
 """
