@@ -1,6 +1,7 @@
 """Probe clients: connect to a target, record everything they observe into a History, misbehave on cue.
 
-``ProbeClient`` is a well-behaved aiohttp client that reconnects and resumes; on cue it stops reading,
+``ProbeClient`` is a well-behaved aiohttp client that speaks the target's dialect (``harness.dialects``),
+reconnects and resumes; on cue it stops reading,
 vanishes with an RST, cuts a frame in half or sends garbage. ``StuckClient`` is a raw socket that
 completes the handshake and never reads again. ``Cohort`` starts, stops and samples a group of them.
 
@@ -15,42 +16,21 @@ import random
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from aiohttp import WSMsgType
-from yarl import URL
 
+from harness.dialects import Batch, Dialect, MessageShape, MonitorDialect, Notice, Position, Ready, Reply
 from harness.errors import HarnessError
 from harness.history import History
-from harness.wsframes import (
-    OP_PONG,
-    peer_end,
-    read_http_head,
-    set_linger_zero,
-    unread_bytes,
-    ws_frame,
-    ws_key,
-)
+from harness.stuck import StuckClient
+from harness.wsframes import describe, set_linger_zero, unread_bytes, ws_frame
+
+__all__ = ["AnyClient", "Cohort", "MessageShape", "ProbeClient", "StuckClient", "describe", "probe_session",
+           "wait_ready"]  # fmt: skip
 
 _END_TYPES = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
-
-
-@dataclass(frozen=True)
-class MessageShape:
-    """How to read a target's messages: which types and fields carry the init, batches and notices."""
-
-    init_type: str = "init"
-    batch_type: str = "log_entry_batch"
-    seq: str = "seq"
-    events: str | None = "events"  # None: a batch message is itself one event
-    event_id: str = "piece_id"
-    sent_at: str = "sent_at"
-    epoch: str = "epoch"
-    notice_types: tuple[str, ...] = ("resumed", "resync_required", "error")
-    resume_query: bool = True  # reconnect with ?epoch=E&since=S
-    type_key: str = "type"
 
 
 def _rcvbuf_factory(rcvbuf: int) -> Any:
@@ -68,13 +48,6 @@ def probe_session(rcvbuf: int | None = None) -> aiohttp.ClientSession:
     101st WebSocket); with ``rcvbuf``, SO_RCVBUF is set on every socket before it connects."""
     factory = None if rcvbuf is None else _rcvbuf_factory(rcvbuf)
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, socket_factory=factory))
-
-
-def describe(exc: BaseException | None) -> str | None:
-    if exc is None:
-        return None
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def backoff_delay(failures: int, backoff: tuple[float, float], rng: random.Random) -> float:
@@ -123,7 +96,7 @@ class ProbeClient:
         cohort: str,
         url: str,
         history: History,
-        shape: MessageShape | None = None,
+        dialect: Dialect | MessageShape | None = None,
         *,
         reconnect: bool = True,
         backoff: tuple[float, float] = (0.1, 2.0),
@@ -137,7 +110,7 @@ class ProbeClient:
         self.cohort = cohort
         self.url = url
         self.history = history
-        self.shape = shape or MessageShape()
+        self.dialect = dialect if isinstance(dialect, Dialect) else MonitorDialect(dialect)
         self.reconnect = reconnect
         self.backoff = backoff
         self.rcvbuf = rcvbuf
@@ -241,16 +214,17 @@ class ProbeClient:
                 return
             await asyncio.sleep(backoff_delay(failures, self.backoff, self.rng))
 
-    def _connect_url(self) -> URL:
-        url = URL(self.url)
-        self._resuming = self.shape.resume_query and self.epoch is not None and self.last_seq is not None
-        if self._resuming:
-            url = url.update_query(epoch=str(self.epoch), since=str(self.last_seq))
-        return url
+    def _position(self) -> Position | None:
+        """Where to resume from: the epoch and the highest seq seen in it (None for a fresh start)."""
+        if not self.dialect.resumes or self.epoch is None or self.last_seq is None:
+            return None
+        return Position(self.epoch, self.last_seq)
 
     async def _connect(self) -> aiohttp.ClientWebSocketResponse | None:
         self._attempts += 1
-        url = self._connect_url()
+        position = self._position()
+        url = self.dialect.connect_url(self.url, position)
+        self._resuming = position is not None
         assert self._session is not None
         timeout = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=self.close_timeout)
         try:
@@ -263,7 +237,19 @@ class ProbeClient:
         self.connections += 1
         since = self.last_seq if self._resuming else None
         self.history.record("connect", client=self.name, cohort=self.cohort, attempt=self._attempts, since=since)
+        if not await self._send_all(ws, self.dialect.opening(position)):
+            return ws  # the read that follows sees how the connection ended
+        if self.dialect.ready_on_open:
+            self._on_init(Ready())
         return ws
+
+    async def _send_all(self, ws: aiohttp.ClientWebSocketResponse, texts: list[str]) -> bool:
+        try:
+            for text in texts:
+                await ws.send_str(text)
+        except (ConnectionError, aiohttp.ClientError):
+            return False
+        return True
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         try:
@@ -285,7 +271,9 @@ class ProbeClient:
                 await reading.wait()
             msg = await ws.receive()
             if msg.type is WSMsgType.TEXT:
-                self._on_text(msg.data)
+                replies = self._on_text(msg.data)
+                if replies:
+                    await self._send_all(ws, replies)
             elif msg.type in _END_TYPES:
                 return msg
 
@@ -294,32 +282,25 @@ class ProbeClient:
 
     # messages
 
-    def _on_text(self, data: str) -> None:
+    def _on_text(self, data: str) -> list[str]:
+        """Record what the frame says; return the texts to answer it with (application-level pongs)."""
         self.received += 1
-        try:
-            msg = json.loads(data)
-        except ValueError:
-            self.history.record("notice", client=self.name, type="unparsable", body=data[:200])
-            return
-        if not isinstance(msg, dict):
-            return
-        shape = self.shape
-        kind = msg.get(shape.type_key)
-        if kind == shape.batch_type:
-            self._on_batch(msg)
-        elif kind == shape.init_type:
-            self._on_init(msg)
-        elif kind in shape.notice_types:
-            self._on_notice(kind, msg)
+        replies: list[str] = []
+        for record in self.dialect.parse(data):
+            if type(record) is Batch:
+                self._on_batch(record)
+            elif type(record) is Ready:
+                self._on_init(record)
+            elif type(record) is Notice:
+                self._on_notice(record)
+            elif type(record) is Reply:
+                replies.append(record.text)
+        return replies
 
-    def _on_batch(self, msg: dict[str, Any]) -> None:
-        shape = self.shape
-        seq = msg.get(shape.seq)
-        events = msg.get(shape.events) if shape.events is not None else [msg]
-        key = shape.event_id
-        ids = [e.get(key) for e in events if isinstance(e, dict)] if isinstance(events, list) else []
+    def _on_batch(self, batch: Batch) -> None:
+        seq, ids = batch.seq, batch.ids
         self.history.record(
-            "batch", client=self.name, seq=seq, ids=ids, sent_at=msg.get(shape.sent_at), recv_at=time.time()
+            "batch", client=self.name, seq=seq, ids=ids, sent_at=batch.sent_at, recv_at=time.time()
         )
         self.batches += 1
         self.events += len(ids)
@@ -329,8 +310,8 @@ class ProbeClient:
             if self._conn_seq is None or seq > self._conn_seq:
                 self._conn_seq = seq
 
-    def _on_init(self, msg: dict[str, Any]) -> None:
-        epoch, seq = msg.get(self.shape.epoch), msg.get(self.shape.seq)
+    def _on_init(self, ready: Ready) -> None:
+        epoch, seq = ready.epoch, ready.seq
         self.history.record("init", client=self.name, epoch=epoch, seq=seq)
         self._conn_seq = seq if isinstance(seq, int) else None
         self._conn_inited = True
@@ -338,9 +319,9 @@ class ProbeClient:
             self.epoch, self.last_seq = epoch, self._conn_seq
         self.init_event.set()
 
-    def _on_notice(self, kind: str, msg: dict[str, Any]) -> None:
-        self.history.record("notice", client=self.name, type=kind, body=msg)
-        if kind == "resync_required":
+    def _on_notice(self, notice: Notice) -> None:
+        self.history.record("notice", client=self.name, type=notice.type, body=notice.body)
+        if notice.type == "resync_required":
             self.last_seq = self._conn_seq
 
     # observations
@@ -433,146 +414,24 @@ class ProbeClient:
         self._reading.set()
 
 
-# --- the stuck client ---------------------------------------------------------------------------
-
-
-class StuckClient:
-    """A raw socket that completes the handshake, reads only the HTTP response, and never reads again.
-
-    With ``answer_heartbeats`` it sends an unsolicited masked pong every ``pong_interval`` seconds:
-    aiohttp resets its heartbeat timer on any data received, so this defeats heartbeat eviction. A
-    failed write, or the kernel reporting the connection gone, is recorded as a close by ``error``
-    with ``how`` the kernel saw it end: "reset" (an RST), "fin" (the server closed its side).
-    """
-
-    def __init__(
-        self,
-        name: str,
-        cohort: str,
-        host: str,
-        port: int,
-        path: str,
-        history: History,
-        *,
-        answer_heartbeats: bool,
-        rcvbuf: int | None = 4096,
-        pong_interval: float = 0.5,
-        connect_timeout: float = 5.0,
-    ) -> None:
-        self.name = name
-        self.cohort = cohort
-        self.host = host
-        self.port = port
-        self.path = path
-        self.history = history
-        self.answer_heartbeats = answer_heartbeats
-        self.rcvbuf = rcvbuf
-        self.pong_interval = pong_interval
-        self.connect_timeout = connect_timeout
-        self.connected = False
-        self.pongs_sent = 0
-        self._sock: socket.socket | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    def __repr__(self) -> str:
-        return f"StuckClient({self.name!r}, cohort={self.cohort!r}, connected={self.connected})"
-
-    async def start(self) -> None:
-        """Connect and complete the handshake (a failure is recorded as ``connect_error``)."""
-        if self._sock is not None:
-            return
-        sock = self._new_socket()
-        try:
-            async with asyncio.timeout(self.connect_timeout):
-                await self._handshake(sock)
-        except (OSError, TimeoutError, HarnessError) as exc:
-            sock.close()
-            self.history.record("connect_error", client=self.name, cohort=self.cohort, error=describe(exc))
-            return
-        except BaseException:  # cancelled mid-handshake: the socket is not ours to keep
-            sock.close()
-            raise
-        self._sock, self.connected = sock, True
-        self.history.record("connect", client=self.name, cohort=self.cohort, attempt=1, since=None)
-        self._task = asyncio.create_task(self._watch(), name=f"stuck-{self.name}")
-
-    def _new_socket(self) -> socket.socket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if self.rcvbuf is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
-        sock.setblocking(False)
-        return sock
-
-    async def _handshake(self, sock: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.sock_connect(sock, (self.host, self.port))
-        key = ws_key()
-        request = (
-            f"GET {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        await loop.sock_sendall(sock, request.encode())
-        head = await read_http_head(loop, sock)
-        if b" 101 " not in head.split(b"\r\n", 1)[0]:
-            raise HarnessError(f"handshake refused: {head[:200]!r}")
-
-    async def _watch(self) -> None:
-        pong = ws_frame(b"", OP_PONG)
-        while self.connected:
-            await asyncio.sleep(self.pong_interval)
-            sock = self._sock
-            if sock is None:
+async def wait_ready(ws: aiohttp.ClientWebSocketResponse, dialect: Dialect) -> None:
+    """Send the dialect's opening messages and read until the stream is ready (answering pings); a
+    connection that ends first raises ConnectionError."""
+    for text in dialect.opening(None):
+        await ws.send_str(text)
+    if dialect.ready_on_open:
+        return
+    while True:
+        msg = await ws.receive()
+        if msg.type is not WSMsgType.TEXT:
+            if msg.type in _END_TYPES:
+                raise ConnectionError(f"connection ended before the stream was ready ({msg.type.name})")
+            continue
+        for record in dialect.parse(msg.data):
+            if type(record) is Ready:
                 return
-            if self.answer_heartbeats and not await self._send(sock, pong):
-                return
-            how = peer_end(sock)
-            if how is not None:
-                self._gone("connection no longer established", how)
-                return
-
-    async def _send(self, sock: socket.socket, data: bytes) -> bool:
-        try:
-            async with asyncio.timeout(self.pong_interval * 4):
-                await asyncio.get_running_loop().sock_sendall(sock, data)
-        except (OSError, TimeoutError) as exc:
-            self._gone(describe(exc), "reset" if isinstance(exc, ConnectionResetError) else peer_end(sock))
-            return False
-        self.pongs_sent += 1
-        return True
-
-    def _gone(self, reason: str | None, how: str | None) -> None:
-        """``how``: what the kernel saw end the connection ("reset", "fin", ...), when it knows."""
-        if not self.connected:
-            return
-        self.connected = False
-        self.history.record("close", client=self.name, cohort=self.cohort, code=None, by="error", reason=reason,
-                            how=how)  # fmt: skip
-
-    async def stop(self) -> None:
-        """Vanish with an RST."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait([self._task])
-            self._task = None
-        sock, self._sock = self._sock, None
-        if sock is None:
-            return
-        if self.connected:
-            self.connected = False
-            self.history.record("close", client=self.name, cohort=self.cohort, code=None, by="client", reason="rst")
-        try:
-            set_linger_zero(sock)
-        except OSError:
-            pass
-        sock.close()
-
-    def backlog(self) -> int:
-        return unread_bytes(self._sock) if self._sock is not None else 0
-
-    @property
-    def sock(self) -> socket.socket | None:
-        """The raw socket while the client holds it (its queues show whether a fault bit)."""
-        return self._sock
+            if type(record) is Reply:
+                await ws.send_str(record.text)
 
 
 # --- cohorts ------------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ from typing import Any, ClassVar, TypeVar
 import aiohttp
 
 from harness.bite import SlowWatch, StuckWatch, Subject, receiving, record_cut, record_cut_off, record_receiving
-from harness.clients import Cohort, MessageShape, ProbeClient, StuckClient
+from harness.clients import Cohort, ProbeClient, StuckClient
+from harness.dialects import Dialect
 from harness.errors import HarnessError, ToxiproxyError
 from harness.history import History
 from harness.target import Target
@@ -49,7 +50,7 @@ class FaultContext:
     history: History
     rng: random.Random
     session: aiohttp.ClientSession
-    shape: MessageShape
+    dialect: Dialect
 
 
 class Fault:
@@ -320,6 +321,7 @@ class StuckReader(Fault):
                 ctx.history,
                 answer_heartbeats=self.params["answer_heartbeats"],
                 rcvbuf=self.params["rcvbuf"],
+                dialect=ctx.dialect,
             )
             self.stuck.append(client)
             await client.start()
@@ -458,7 +460,7 @@ class Churn(Fault):
                 f"{self.spec.cohort}-churn",
                 url,
                 ctx.history,
-                ctx.shape,
+                ctx.dialect,
                 reconnect=False,
                 session=ctx.session,
                 rng=random.Random(ctx.rng.random()),

@@ -50,6 +50,7 @@ from typing import Any
 
 import psutil
 
+from harness.dialects import make_dialect
 from harness.history import History
 from harness.loadspec import LoadError, LoadSpec, bound_problems
 from harness.process import Child, start_child
@@ -135,9 +136,14 @@ def locust_command(spec: LoadSpec, host: str, reports: Reports, *, role: str = "
 
 
 def locust_env(spec: LoadSpec, ws_path: str, shape: Mapping[str, Any] | None, control: Path | None,
-               connections: Path | None = None) -> dict[str, str]:  # fmt: skip
+               connections: Path | None = None,
+               dialect: Mapping[str, Any] | None = None) -> dict[str, str]:  # fmt: skip
+    # The users import harness.dialects: the Locust process must find this very copy of the harness.
+    path = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)
     env = {
         **os.environ,
+        "PYTHONPATH": path,
+        "WSCHAOS_LOAD_DIALECT": json.dumps(dict(dialect) if dialect else None),
         "PYTHONUNBUFFERED": "1",
         "WSCHAOS_LOAD_PATH": ws_path,
         "WSCHAOS_LOAD_MIX": spec.mix_text(),
@@ -176,8 +182,9 @@ class StatsHistoryReader:
     """Follows ``*_stats_history.csv`` (written with --csv-full-history): one row per entry per second,
     the ``Aggregated`` row last. ``read()`` gives the seconds completed since the last call."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, batch_name: str = BATCH_NAME) -> None:
         self.path = path
+        self.batch_name = batch_name
         self.offset = 0
         self.header: list[str] | None = None
         self.rows: list[dict[str, str]] = []
@@ -198,15 +205,16 @@ class StatsHistoryReader:
                 continue
             self.rows.append(dict(zip(self.header, row, strict=False)))
             if row[3:4] == ["Aggregated"]:
-                samples.append(sample_from_rows(self.rows))
+                samples.append(sample_from_rows(self.rows, self.batch_name))
                 self.rows = []
         return samples
 
 
-def sample_from_rows(rows: list[dict[str, str]]) -> dict[str, Any]:
-    """One second of Locust's figures: the batch row's rate and latency, failures and gaps over all."""
+def sample_from_rows(rows: list[dict[str, str]], batch_name: str = BATCH_NAME) -> dict[str, Any]:
+    """One second of Locust's figures: the batch row's rate and latency, failures and gaps over all
+    (``batch_name``: the dialect's name for a received batch)."""
     by_name = {r.get("Name"): r for r in rows}
-    total, batch, gap = by_name.get("Aggregated", {}), by_name.get(BATCH_NAME, {}), by_name.get(GAP_NAME, {})
+    total, batch, gap = by_name.get("Aggregated", {}), by_name.get(batch_name, {}), by_name.get(GAP_NAME, {})
     gap_events = int(_number(gap.get("Total Request Count")) or 0)
     return {
         "ts": int(_number(total.get("Timestamp")) or 0),
@@ -236,10 +244,11 @@ def histogram_quantile(response_times: Mapping[str, int], q: float) -> float | N
     return items[-1][0]
 
 
-def summarize(entries: list[dict[str, Any]], errors: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize(entries: list[dict[str, Any]], errors: list[dict[str, Any]],
+              batch_name: str = BATCH_NAME) -> dict[str, Any]:  # fmt: skip
     """The whole run's figures from Locust's JSON report (one dict per request name)."""
     by_name = {e["name"]: e for e in entries}
-    batch = by_name.get(BATCH_NAME, {})
+    batch = by_name.get(batch_name, {})
     gap = by_name.get(GAP_NAME, {})
     connect = by_name.get("connect", {})
     starts = [e["start_time"] for e in entries if e.get("start_time")]
@@ -345,6 +354,7 @@ class LocustRun:
         history: History | None = None,
         ws_path: str = "/ws",
         shape: Mapping[str, Any] | None = None,
+        dialect: Mapping[str, Any] | None = None,
         role: str = "local",
         master_port: int | None = None,
         expect_workers: int = 0,
@@ -357,6 +367,8 @@ class LocustRun:
         self.history = history
         self.ws_path = ws_path
         self.shape = shape
+        self.dialect = dialect
+        self.batch_name = make_dialect(dialect, shape).batch_name
         self.role = role
         self.master_port = master_port or free_port()
         self.expect_workers = expect_workers
@@ -367,7 +379,7 @@ class LocustRun:
         self.summary: dict[str, Any] | None = None
         self._process: Child | None = None
         self._tracked: dict[int, psutil.Process] = {}
-        self._reader = StatsHistoryReader(self.reports.history_csv)
+        self._reader = StatsHistoryReader(self.reports.history_csv, self.batch_name)
         self._sampler: asyncio.Task[None] | None = None
         self._finished = False
         self._folder = ConnectionFolder(self.reports.connections, history) if track_connections and history else None
@@ -410,7 +422,7 @@ class LocustRun:
         harness, which then stops Locust by pid."""
         control = self.reports.control if self.controllable else None
         connections = self.reports.connections if self._folder is not None else None
-        env = locust_env(self.spec, self.ws_path, self.shape, control, connections)
+        env = locust_env(self.spec, self.ws_path, self.shape, control, connections, self.dialect)
         with self.reports.log.open("ab") as log:
             try:
                 return start_child(command, name=f"Locust ({self.role})", output=log, env=env,
@@ -548,7 +560,7 @@ class LocustRun:
         if not isinstance(entries, list):
             self._record("final", error=f"Locust wrote no JSON report at {self.reports.json}")
             return
-        summary = summarize(entries, read_failures(self.reports.failures_csv))
+        summary = summarize(entries, read_failures(self.reports.failures_csv), self.batch_name)
         summary["peak_users"] = max((s["users"] for s in self.samples), default=0)
         summary["peak_cpu"] = max((s["cpu_max"] for s in self.samples), default=0.0)
         self.summary = summary

@@ -90,7 +90,7 @@ async def run_plain_load(
     async with stage(target_spec, run_dir, feed_rate=feed_rate, seed=seed) as staged:
         progress(f"{target_spec.name} on {staged.target.host}:{staged.target.port}, behind proxy {staged.proxy.listen}")
         locust = LocustRun(spec, staged.host, run_dir, history=staged.history, ws_path=target_spec.ws_path,
-                           shape=target_spec.messages)  # fmt: skip
+                           shape=target_spec.messages, dialect=target_spec.dialect)  # fmt: skip
         async with locust:
             progress(f"Locust: {spec.users} users at {spec.spawn_rate:g}/s for {spec.time_s:g}s ({spec.mix_text()})")
             await locust.ramp_up()

@@ -1,4 +1,4 @@
-"""Locust users for a plain WebSocket broadcast stream (the monitor's protocol, or a target's own).
+"""Locust users for a WebSocket broadcast stream, in the target's protocol dialect (``harness.dialects``).
 
 Locust runs this file in its own process (``python -m locust -f harness/locustfile.py``; see
 ``harness/load.py``). Nothing in the harness or the test process may import it: ``import locust``
@@ -6,12 +6,14 @@ monkey-patches the whole process with gevent. ``websocket-client`` uses plain so
 patching makes cooperative, so thousands of users share one process.
 
 Each user connects to ``--host`` (``http://`` or ``ws://``; the path comes from the environment),
-reads every broadcast and fires one Locust request event per received batch, with the delivery
+sends the dialect's opening messages (subscribe), answers its application-level pings, reads every
+broadcast and fires one Locust request event per received batch, with the delivery
 latency (now minus the batch's ``sent_at``) as the response time and the message size as the
 response length. It counts gaps in ``seq``: a gap fires a failure "seq gap" whose response length
 is the number of batches missed, so the sum of lengths is the total missed. A connection that drops
-is reconnected with backoff, resuming with ``?epoch=E&since=S`` so the server can replay what was
-missed (or say ``resync_required``, which is not a gap: the server said so plainly).
+is reconnected with backoff, resuming the dialect's way (the monitor: ``?epoch=E&since=S``) so the
+server can replay what was missed (or say ``resync_required``, which is not a gap: the server said so
+plainly). The request name of a batch is the dialect's ``batch_name`` (the monitor: ``log_entry_batch``).
 
 Behaviours, one User class each, with weights from ``WSCHAOS_LOAD_MIX``:
 
@@ -27,8 +29,10 @@ The environment (set by the harness; set it on every worker when running distrib
 - ``WSCHAOS_LOAD_MIX``: ``steady=6,switcher=2,reconnector=1,churner=1`` (0 leaves one out).
 - ``WSCHAOS_LOAD_RECONNECT_S``: the reconnector's period (default 5).
 - ``WSCHAOS_LOAD_MAX_S``: no user lives longer than this (default 3600), whatever Locust says.
-- ``WSCHAOS_LOAD_SHAPE``: JSON overriding message names (init_type, batch_type, seq, sent_at,
-  epoch, type_key, resume_query), as a target file's ``messages``.
+- ``WSCHAOS_LOAD_DIALECT``: JSON, a target file's ``dialect`` (``{"name": ..., <options>}``; null:
+  the monitor's).
+- ``WSCHAOS_LOAD_SHAPE``: JSON overriding the monitor dialect's message names, as a target file's
+  ``messages``.
 - ``WSCHAOS_LOAD_CONTROL``: a JSON file ``{"users": N, "spawn_rate": R}`` the harness rewrites to
   change the number of users while the run goes (a scenario's ``load`` step).
 - ``WSCHAOS_LOAD_EVENTS``: a directory; each process appends every connect and close of its users to
@@ -45,13 +49,11 @@ import json
 import math
 import os
 import random
-import re
 import signal
 import struct
 import time
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import gevent
 import locust.runners
@@ -60,12 +62,15 @@ import websocket
 from locust import LoadTestShape, User, constant, events, task
 from locust.exception import StopUser
 
+from harness.dialects import RESYNC, Batch, Info, Notice, Position, Ready, Reply, make_dialect
+
 ENV_URL = "WSCHAOS_LOAD_URL"
 ENV_PATH = "WSCHAOS_LOAD_PATH"
 ENV_MIX = "WSCHAOS_LOAD_MIX"
 ENV_RECONNECT_S = "WSCHAOS_LOAD_RECONNECT_S"
 ENV_MAX_S = "WSCHAOS_LOAD_MAX_S"
 ENV_SHAPE = "WSCHAOS_LOAD_SHAPE"
+ENV_DIALECT = "WSCHAOS_LOAD_DIALECT"
 ENV_CONTROL = "WSCHAOS_LOAD_CONTROL"
 ENV_EVENTS = "WSCHAOS_LOAD_EVENTS"
 
@@ -91,33 +96,6 @@ locust.runners.WORKER_REPORT_INTERVAL = 1.0
 # Configuration from the environment
 
 
-@dataclass(frozen=True)
-class Shape:
-    """Names in the target's messages (harness.clients.MessageShape, the fields this user needs)."""
-
-    init_type: str = "init"
-    batch_type: str = "log_entry_batch"
-    seq: str = "seq"
-    sent_at: str = "sent_at"
-    epoch: str = "epoch"
-    type_key: str = "type"
-    resume_query: bool = True
-
-    @classmethod
-    def from_env(cls) -> Shape:
-        raw = json.loads(os.environ.get(ENV_SHAPE) or "{}")
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in raw.items() if k in known})
-
-    def batch_prefix(self) -> re.Pattern[bytes]:
-        """The start of a compact batch as the monitor writes it: its seq and sent_at without a JSON parse."""
-        key = (lambda name: re.escape(json.dumps(name, separators=(",", ":")).encode()))  # noqa: E731
-        return re.compile(
-            rb"\{" + key(self.type_key) + rb":" + key(self.batch_type) + rb"," + key(self.seq)
-            + rb":(\d+)," + key(self.sent_at) + rb":(-?[0-9.]+(?:[eE][-+]?\d+)?)[,}]"
-        )  # fmt: skip
-
-
 def parse_mix(text: str) -> dict[str, float]:
     mix: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
@@ -131,8 +109,8 @@ def float_env(name: str, default: float) -> float:
     return float(value) if value else default
 
 
-SHAPE = Shape.from_env()
-BATCH_PREFIX = SHAPE.batch_prefix()
+DIALECT = make_dialect(json.loads(os.environ.get(ENV_DIALECT) or "null"),
+                       json.loads(os.environ.get(ENV_SHAPE) or "{}"))  # fmt: skip
 RECONNECT_S = float_env(ENV_RECONNECT_S, 5.0)
 MAX_S = float_env(ENV_MAX_S, 3600.0)
 
@@ -161,10 +139,10 @@ class StreamState:
         self.last: int | None = None
         self.conn_seq: int | None = None  # the seq the current connection's init announced
 
-    def resume_query(self) -> dict[str, str] | None:
-        if not SHAPE.resume_query or self.epoch is None or self.last is None:
+    def position(self) -> Position | None:
+        if not DIALECT.resumes or self.epoch is None or self.last is None:
             return None
-        return {"epoch": str(self.epoch), "since": str(self.last)}
+        return Position(self.epoch, self.last)
 
     def on_init(self, epoch: Any, seq: Any, resuming: bool) -> None:
         self.conn_seq = seq if isinstance(seq, int) else None
@@ -230,12 +208,6 @@ def ws_url(host: str) -> str:
     return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + path, parts.query, ""))
 
 
-def with_query(url: str, query: dict[str, str]) -> str:
-    parts = urlsplit(url)
-    joined = "&".join(q for q in (parts.query, urlencode(query)) if q)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, joined, parts.fragment))
-
-
 def close_socket(ws: websocket.WebSocket) -> None:
     """A close frame, a short wait for the server's, then the socket closed.
 
@@ -267,7 +239,7 @@ class StreamReader(User):
 
     abstract = True
     wait_time = constant(0)
-    resume = True  # reconnect with ?epoch=&since=
+    resume = True  # reconnect where the last connection left off
     behaviour = "reader"
 
     def __init__(self, environment: Any) -> None:
@@ -326,9 +298,8 @@ class StreamReader(User):
             self.backoff()
 
     def connect(self) -> websocket.WebSocket | None:
-        query = self.stream.resume_query() if self.resume else None
-        url = ws_url(self.host or "")
-        url = with_query(url, query) if query else url
+        position = self.stream.position() if self.resume else None
+        url = DIALECT.connect_url(ws_url(self.host or ""), position)
         started = time.perf_counter()
         try:
             ws = websocket.create_connection(
@@ -338,8 +309,8 @@ class StreamReader(User):
             fire("connect", (time.perf_counter() - started) * 1000, exception=exc)
             return None
         self.ws = ws
-        CONNECTIONS.write(self.user_name, "connect", resume=query is not None)
-        if not self.await_init(ws, resuming=query is not None):
+        CONNECTIONS.write(self.user_name, "connect", resume=position is not None)
+        if not self.await_init(ws, position):
             fire("connect", (time.perf_counter() - started) * 1000, exception=Disconnected("no init"))
             self.close("no init")
             return None
@@ -349,7 +320,16 @@ class StreamReader(User):
         self.on_connected()
         return ws
 
-    def await_init(self, ws: websocket.WebSocket, resuming: bool) -> bool:
+    def await_init(self, ws: websocket.WebSocket, position: Position | None) -> bool:
+        """Send the dialect's opening messages, then read until the stream is ready."""
+        try:
+            for text in DIALECT.opening(position):
+                ws.send(text)
+        except (websocket.WebSocketException, OSError):
+            return False
+        if DIALECT.ready_on_open:
+            self.on_ready(Ready(), position is not None)
+            return True
         for _ in range(MAX_MESSAGES_BEFORE_INIT):
             try:
                 opcode, data = ws.recv_data()
@@ -357,14 +337,13 @@ class StreamReader(User):
                 return False
             if opcode != websocket.ABNF.OPCODE_TEXT:
                 return False
-            msg = self.parse(data)
-            if msg is not None and msg.get(SHAPE.type_key) == SHAPE.init_type:
-                self.stream.on_init(msg.get(SHAPE.epoch), msg.get(SHAPE.seq), resuming)
-                nodes = msg.get("nodes")
-                self.nodes = [n for n in nodes if isinstance(n, str)] if isinstance(nodes, list) else []
+            if self.on_text(data, position is not None):
                 return True
-            self.on_text(data)
         return False
+
+    def on_ready(self, ready: Ready, resuming: bool) -> None:
+        self.stream.on_init(ready.epoch, ready.seq, resuming)
+        self.nodes = list(ready.nodes)
 
     def read(self, ws: websocket.WebSocket, until: float) -> bool:
         """Read until ``until``; True when the session ran its course, False when the connection broke."""
@@ -408,37 +387,43 @@ class StreamReader(User):
 
     # -- messages --
 
-    @staticmethod
-    def parse(data: bytes) -> dict[str, Any] | None:
-        try:
-            msg = json.loads(data)
-        except ValueError:
-            return None
-        return msg if isinstance(msg, dict) else None
-
-    def on_text(self, data: bytes) -> None:
-        fast = BATCH_PREFIX.match(data)
+    def on_text(self, data: bytes, resuming: bool = False) -> bool:
+        """Handle one text frame; True when it made the stream ready."""
+        fast = DIALECT.quick_batch(data)
         if fast is not None:
-            self.on_batch(int(fast[1]), float(fast[2]), len(data))
-            return
-        msg = self.parse(data)
-        if msg is None:
-            return
-        kind = msg.get(SHAPE.type_key)
-        if kind == SHAPE.batch_type:
-            seq, sent_at = msg.get(SHAPE.seq), msg.get(SHAPE.sent_at)
-            if isinstance(seq, int):
-                self.on_batch(seq, sent_at if isinstance(sent_at, int | float) else None, len(data))
-        elif kind == "resync_required":
-            self.stream.on_resync()
-            fire("resync_required", 0)
-        elif kind == "view_changed" and self.view_sent_at is not None:
-            fire("set_view", (time.monotonic() - self.view_sent_at) * 1000)
-            self.view_sent_at = None
+            self.on_batch(fast[0], fast[1], len(data))
+            return False
+        ready = False
+        for record in DIALECT.parse(data.decode("utf-8", errors="replace")):
+            if type(record) is Batch:
+                sent_at = record.sent_at if isinstance(record.sent_at, int | float) else None
+                self.on_batch(record.seq if isinstance(record.seq, int) else None, sent_at, len(data))
+            elif type(record) is Ready:
+                self.on_ready(record, resuming)
+                ready = True
+            elif type(record) is Reply:
+                self.answer(record.text)
+            elif type(record) is Notice and record.type == RESYNC:
+                self.stream.on_resync()
+                fire(RESYNC, 0)
+            elif type(record) is Info and record.type == "view_changed" and self.view_sent_at is not None:
+                fire("set_view", (time.monotonic() - self.view_sent_at) * 1000)
+                self.view_sent_at = None
+        return ready
 
-    def on_batch(self, seq: int, sent_at: float | None, size: int) -> None:
+    def answer(self, text: str) -> None:
+        ws = self.ws
+        try:
+            if ws is not None:
+                ws.send(text)
+        except (websocket.WebSocketException, OSError):
+            pass  # the read that follows sees the broken connection
+
+    def on_batch(self, seq: int | None, sent_at: float | None, size: int) -> None:
         latency = max(0.0, (time.time() - sent_at) * 1000) if sent_at is not None else 0.0
-        fire(SHAPE.batch_type, latency, size)
+        fire(DIALECT.batch_name, latency, size)
+        if seq is None:
+            return  # the stream has no positions: nothing to count gaps by
         missed = self.stream.on_seq(seq)
         if missed > 0:
             fire("seq gap", 0, missed, SeqGap("batches missing from the stream"))
@@ -471,8 +456,11 @@ class ViewSwitcher(StreamReader):
         if not self.nodes or self.view_sent_at is not None:
             return  # nothing to switch to, or still waiting for the last answer
         view = "all" if not self.on_all else self.rng.choice(self.nodes)
+        request = DIALECT.set_view(view)
+        if request is None:
+            return
         try:
-            ws.send(json.dumps({"type": "set_view", "view": view}))
+            ws.send(request)
         except (websocket.WebSocketException, OSError):
             return  # the read that follows sees the broken connection
         self.on_all = view == "all"

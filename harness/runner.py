@@ -24,7 +24,7 @@ import psutil
 from harness import browser
 from harness.capacity import DEFAULT_CAPACITY_FILE, resolve_feed_rate
 from harness.checkers import CheckContext, CohortInfo, Verdict, run_checks, scenario_status
-from harness.clients import Cohort, MessageShape, ProbeClient, StuckClient
+from harness.clients import Cohort, ProbeClient, StuckClient, wait_ready
 from harness.errors import HarnessError
 from harness.external import external_skip_reason, inapplicable_checks, make_target
 from harness.faults import Fault, FaultContext, make_fault
@@ -102,12 +102,8 @@ class Run:
             history=self.history,
             rng=self.rng(f"fault:{fault}"),
             session=self.session,
-            shape=message_shape(self.target.spec),
+            dialect=self.target.spec.make_dialect(),
         )
-
-
-def message_shape(spec: TargetSpec) -> MessageShape:
-    return MessageShape(**(spec.messages or {}))
 
 
 def build_client(spec: CohortSpec, index: int, run: Run) -> ProbeClient | StuckClient:
@@ -118,27 +114,28 @@ def build_client(spec: CohortSpec, index: int, run: Run) -> ProbeClient | StuckC
         return StuckClient(
             name, spec.name, proxy.listen_host, proxy.listen_port, path, run.history,
             answer_heartbeats=spec.kind == "stuck_pong", rcvbuf=spec.rcvbuf or 4096,
+            dialect=run.target.spec.make_dialect(),
         )  # fmt: skip
     url = proxy.url(path)
     return ProbeClient(
-        name, spec.name, url, run.history, message_shape(run.target.spec),
+        name, spec.name, url, run.history, run.target.spec.make_dialect(),
         reconnect=spec.reconnect, rcvbuf=spec.rcvbuf, session=run.session, rng=run.rng(f"client:{name}"),
     )  # fmt: skip
 
 
 async def probe_liveness(run: Run, proxy: Proxy) -> None:
-    """Every second: can a new client connect and get init? Does the health check answer?"""
-    shape = message_shape(run.target.spec)
-    url = proxy.url(run.target.spec.ws_path)
+    """Every second: can a new client connect and get init (the dialect's ready frame)? Does the health
+    check answer?"""
+    dialect = run.target.spec.make_dialect()
+    url = dialect.connect_url(proxy.url(run.target.spec.ws_path), None)
     while True:
         await asyncio.sleep(PROBE_INTERVAL)
         started = time.monotonic()
         try:
             async with asyncio.timeout(3.0), run.session.ws_connect(url, autoping=True) as ws:
-                while (await ws.receive_json()).get("type") != shape.init_type:
-                    pass
+                await wait_ready(ws, dialect)
             run.history.record("probe", check="ws", ok=True, latency_s=round(time.monotonic() - started, 4))
-        except (TimeoutError, aiohttp.ClientError, OSError, ValueError, TypeError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             run.history.record("probe", check="ws", ok=False, error=repr(exc)[:200])
         ok = await run.target.health()
         run.history.record("probe", check="health", ok=ok, error=None if ok else "health check did not answer")
@@ -244,6 +241,7 @@ async def start_load(run: Run, stack: AsyncExitStack, run_id: str, out_dir: Path
     proxy = await scenario_proxy(run, stack, f"{run_id}-load")
     run.load = LocustRun(spec, proxy.url(""), out_dir / "load", history=run.history,
                          ws_path=run.target.spec.ws_path, shape=run.target.spec.messages,
+                         dialect=run.target.spec.dialect,
                          controllable=True, track_connections=True)  # fmt: skip
     stack.push_async_callback(run.load.stop)
     progress(f"load: {spec.users} Locust users ({spec.mix_text()})")
@@ -316,13 +314,15 @@ async def execute(run: Run, out_dir: Path, progress: Progress, phases: dict[str,
         phases["drain_s"] = time.monotonic() - mark
     mark = time.monotonic()
     run.history.record("step", name="checks", detail=sorted(scenario.checks))
+    id_setting = run.target.spec.make_dialect().id_setting
     ctx_checks = CheckContext(
         history=run.history,
         cohorts={s.name: CohortInfo(s.name, s.clients, s.kind) for s in scenario.cohorts},
         faulted=set(run.faulted),
         stored_ids=run.target.stored_ids(),
         semantics=dict(run.target.spec.semantics),
-        event_id_field=message_shape(run.target.spec).event_id,
+        event_id_setting=id_setting[0],
+        event_id_field=id_setting[1],
     )
     inapplicable = inapplicable_checks(run.target, ctx_checks, scenario.checks)
     ran = iter(run_checks(ctx_checks, {n: o for n, o in scenario.checks.items() if n not in inapplicable}))

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import jsonschema
 import yaml
 
+from harness.dialects import Dialect, DialectError, make_dialect
 from harness.errors import HarnessError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -135,12 +136,17 @@ class TargetSpec:
     feed: FeedSpec | None = None
     persistence: PersistenceSpec | None = None
     # Overrides of the message shape (init_type, batch_type, seq, events, event_id, sent_at, epoch);
-    # harness.clients.MessageShape(**messages) reads the target's messages.
+    # harness.dialects.MessageShape(**messages) reads the target's messages (the monitor dialect).
     messages: dict[str, str] = field(default_factory=dict)
+    # The protocol (harness.dialects): {"name": ..., **options}; None: the monitor's, with ``messages``.
+    dialect: dict[str, Any] | None = None
     path: Path | None = None  # the file it came from
     description: str = ""
     # What the server promises: gaps_after_reconnect ("forbidden" unless the file says "allowed").
     semantics: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SEMANTICS))
+
+    def make_dialect(self) -> Dialect:
+        return make_dialect(self.dialect, self.messages)
 
     @property
     def cwd(self) -> Path:
@@ -204,6 +210,10 @@ def _semantic_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
     problems += _placeholder_problems("persistence", {"sqlite": persistence.get("sqlite", "")}, PATH_PLACEHOLDERS)
     problems += _ready_problems(raw.get("ready") or {})
     problems += _logs_problems(raw.get("logs") or {})
+    try:
+        make_dialect(raw.get("dialect"), raw.get("messages"))
+    except (DialectError, TypeError, ValueError) as exc:
+        problems.append(("dialect", str(exc)))
     return problems
 
 
@@ -321,6 +331,7 @@ def _build(raw: dict[str, Any], path: Path | None) -> TargetSpec:
         feed=optional("feed", FeedSpec),
         persistence=optional("persistence", PersistenceSpec),
         messages=dict(raw.get("messages") or {}),
+        dialect=_dialect(raw.get("dialect")),
         path=path,
         description=raw.get("description", ""),
         semantics={**DEFAULT_SEMANTICS, **(raw.get("semantics") or {})},
@@ -331,6 +342,12 @@ def _url_path(url: str | None) -> str | None:
     """The WebSocket path a ``url`` names, if it names one."""
     path = urlsplit(url).path if url else ""
     return path if path not in ("", "/") else None
+
+
+def _dialect(raw: str | dict[str, Any] | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    return {"name": raw} if isinstance(raw, str) else dict(raw)
 
 
 def _ready(raw: dict[str, Any] | None) -> ReadySpec:

@@ -83,6 +83,14 @@ def peer_end(sock: socket.socket) -> str | None:
     return {_TCP_CLOSE_WAIT: "fin", _TCP_CLOSE: "reset"}.get(state, "closed")
 
 
+def describe(exc: BaseException | None) -> str | None:
+    """An exception as ``Type: message`` for the history (None for no exception)."""
+    if exc is None:
+        return None
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def ws_key() -> str:
     return base64.b64encode(os.urandom(16)).decode()
 

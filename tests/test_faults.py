@@ -13,7 +13,7 @@ import aiohttp
 import psutil
 import pytest
 
-from harness.clients import Cohort, MessageShape
+from harness.clients import Cohort
 from harness.errors import HarnessError
 from harness.faults import FAULTS, Fault, FaultContext, FaultSpec, make_fault
 from harness.history import History
@@ -76,7 +76,7 @@ async def ctx(toxiproxy: Toxiproxy, target: Target, history: History) -> AsyncIt
     proxy = await toxiproxy.create_proxy("faults-c", f"{target.host}:{target.port}")
     async with aiohttp.ClientSession() as session:
         yield FaultContext(toxiproxy, {COHORT: proxy}, {COHORT: Cohort(COHORT, [])}, target, history,
-                           random.Random(1), session, MessageShape(**(target.spec.messages or {})))  # fmt: skip
+                           random.Random(1), session, target.spec.make_dialect())  # fmt: skip
 
 
 async def toxics(ctx: FaultContext) -> list[str]:

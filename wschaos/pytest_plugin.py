@@ -15,7 +15,7 @@ from harness.clients import Cohort, ProbeClient
 from harness.errors import HarnessError
 from harness.faults import Fault, FaultContext, FaultSpec, make_fault
 from harness.history import History
-from harness.runner import ScenarioResult, message_shape, run_scenario
+from harness.runner import ScenarioResult, run_scenario
 from harness.scenario import load
 from harness.target import Target
 from harness.targetspec import TargetSpec, bundled_monitor, load_target
@@ -123,7 +123,7 @@ async def cohort(
         async def make(name: str, clients: int = 1, **options: Any) -> Cohort:
             proxy = await toxiproxy.create_proxy(f"py-{name}", f"{target.host}:{target.port}")
             url = proxy.url(target.spec.ws_path)
-            members = [ProbeClient(f"{name}-{i}", name, url, history, message_shape(target.spec),
+            members = [ProbeClient(f"{name}-{i}", name, url, history, target.spec.make_dialect(),
                                    session=session, **options) for i in range(clients)]  # fmt: skip
             group = Cohort(name, members)
             group.proxy = proxy  # type: ignore[attr-defined]
@@ -151,7 +151,7 @@ async def fault(
             proxies = {name: cohort.proxy} if cohort is not None else {}  # type: ignore[attr-defined]
             cohorts = {name: cohort} if cohort is not None else {}
             ctx = FaultContext(toxiproxy, proxies, cohorts, target, history, random.Random(0), session,
-                               message_shape(target.spec))  # fmt: skip
+                               target.spec.make_dialect())  # fmt: skip
             f = make_fault(FaultSpec(f"py-{type}-{len(started)}", type, name, params))
             started.append((f, ctx))
             await f.prepare(ctx)

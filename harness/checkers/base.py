@@ -139,6 +139,7 @@ class CheckContext:
     # What the target file declares: its ``semantics`` and the field of an event that carries its id.
     semantics: dict[str, str] = field(default_factory=dict)
     event_id_field: str = "piece_id"
+    event_id_setting: str = "messages.event_id"  # where the target file names that field
 
     @cached_property
     def by_client(self) -> dict[str, list[Record]]:
@@ -416,7 +417,7 @@ def run_checks(ctx: CheckContext, checks: dict[str, dict[str, Any] | None]) -> l
     unknown = sorted({checker_name(n) for n in checks} - set(CHECKERS))
     if unknown:
         raise ValueError(f"unknown checker(s) {', '.join(unknown)}; known: {', '.join(CHECKERS)}")
-    problem = identity_problem(ctx.history, ctx.event_id_field)
+    problem = identity_problem(ctx.history, ctx.event_id_field, ctx.event_id_setting)
     if problem is None:
         return [_run_one(name, ctx, options or {}) for name, options in checks.items()]
     blind = [Verdict(n, ERROR, problem.summary, [problem.evidence]) for n in checks if checker_name(n) in BY_ID]

@@ -25,7 +25,9 @@ class IdentityProblem:
     evidence: dict[str, Any]
 
 
-def identity_problem(history: History, event_id_field: str) -> IdentityProblem | None:
+def identity_problem(
+    history: History, event_id_field: str, setting: str = "messages.event_id"
+) -> IdentityProblem | None:
     """None when the clients' batches carry the fed ids (or there is nothing to compare)."""
     fed = {i for f in history.of("feed") for i in f.get("ids") or []}
     batches = list(history.of("batch"))
@@ -37,7 +39,7 @@ def identity_problem(history: History, event_id_field: str) -> IdentityProblem |
         return None
     carried = "none carried a fed id" if not matched else f"only {len(matched)} of {len(fed)} fed ids were in them"
     summary = (
-        f"clients received {len(batches)} batches but {carried}: check the target file's messages.event_id "
+        f"clients received {len(batches)} batches but {carried}: check the target file's {setting} "
         f"(now {event_id_field!r}) and the feed's id field"
     )
     found = [repr(i) for i in received if i is not None and i not in fed][:SAMPLE]
