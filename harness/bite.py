@@ -227,7 +227,8 @@ class SlowWatch(SendPathWatch):
         super().__init__(subject, history, [Link("slow", server_port, None)], ceiling, hold)
 
     def is_open(self, link: Link) -> bool:
-        return any(c.connected for c in self.victims)
+        # Pages of a browser cohort are no probe clients: then only the target's socket table tells.
+        return any(c.connected for c in self.victims) if self.victims else True
 
     def sample(self, table: list[TcpSocket] | None) -> None:
         link = self.links[0]
