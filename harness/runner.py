@@ -314,7 +314,8 @@ async def execute(run: Run, out_dir: Path, progress: Progress, phases: dict[str,
         phases["drain_s"] = time.monotonic() - mark
     mark = time.monotonic()
     run.history.record("step", name="checks", detail=sorted(scenario.checks))
-    id_setting = run.target.spec.make_dialect().id_setting
+    dialect = run.target.spec.make_dialect()
+    id_setting = dialect.id_setting
     ctx_checks = CheckContext(
         history=run.history,
         cohorts={s.name: CohortInfo(s.name, s.clients, s.kind) for s in scenario.cohorts},
@@ -323,6 +324,7 @@ async def execute(run: Run, out_dir: Path, progress: Progress, phases: dict[str,
         semantics=dict(run.target.spec.semantics),
         event_id_setting=id_setting[0],
         event_id_field=id_setting[1],
+        shutdown_code=dialect.shutdown_code,
     )
     inapplicable = inapplicable_checks(run.target, ctx_checks, scenario.checks)
     ran = iter(run_checks(ctx_checks, {n: o for n, o in scenario.checks.items() if n not in inapplicable}))

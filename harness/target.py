@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from harness.history import History
 from harness.process import Child, start_child
+from harness.promexpr import Sample, registry_size
 from harness.targetspec import PROJECT_ROOT, LogSpec, TargetError, TargetSpec, expand
 
 log = logging.getLogger(__name__)
@@ -66,14 +67,16 @@ def free_port(host: str = LOOPBACK) -> int:
 def parse_metrics(text: str, clients_name: str | None) -> tuple[float | None, dict[str, float]]:
     """Prometheus text: (the clients gauge's value or None, every sample by name and labels)."""
     values: dict[str, float] = {}
+    samples: list[Sample] = []
     try:
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
                 values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+                samples.append((sample.name, sample.labels, sample.value))
     except (ValueError, TypeError, IndexError):
         return None, {}
-    clients = values.get(clients_name) if clients_name else None
+    clients = registry_size(samples, clients_name)
     if clients is not None and float(clients).is_integer():
         clients = int(clients)
     return clients, values
@@ -175,12 +178,13 @@ class Target:
     def __init__(
         self, spec: TargetSpec, workdir: Path, history: History, params: Mapping[str, Any] | None = None
     ) -> None:
-        self.spec = spec
         self.workdir = Path(workdir).resolve()
         self.history = history
         overrides = dict(params or {})
         self.ignored_params = sorted(k for k in overrides if k not in spec.params)
         self.params = {**spec.params, **{k: v for k, v in overrides.items() if k in spec.params}}
+        self.spec = spec.with_params(self.params)  # the dialect's options may name params
+        spec.ensure_generated_env()
         if self.ignored_params:
             log.info("target %s has no params %s: ignored", spec.name, ", ".join(self.ignored_params))
         self.host = LOOPBACK

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
+import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +24,7 @@ import yaml
 
 from harness.dialects import Dialect, DialectError, make_dialect
 from harness.errors import HarnessError
+from harness.promexpr import parse_expr
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TARGETS_DIR = Path(__file__).resolve().parent / "targets"
@@ -103,6 +106,7 @@ class FeedSpec:
     body: Any = None  # http: None is {"id": "{id}", "n": "{n}", "t": "{t}", "node": "{node}"}
     status: int | list[int] = 200  # http
     batch: int | None = None  # http, command: None is one event a request, all of a tick a run
+    batch_body: Any = None  # http: a batched request's body, "{events}" where the list goes
     argv: list[str] = field(default_factory=list)  # command
     timeout: float = 5.0  # http, command
 
@@ -144,9 +148,23 @@ class TargetSpec:
     description: str = ""
     # What the server promises: gaps_after_reconnect ("forbidden" unless the file says "allowed").
     semantics: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SEMANTICS))
+    # Environment variables set to a random token for the run when unset (shared by command and feed).
+    generated_env: list[str] = field(default_factory=list)
 
     def make_dialect(self) -> Dialect:
         return make_dialect(self.dialect, self.messages)
+
+    def with_params(self, params: Mapping[str, Any]) -> TargetSpec:
+        """The spec with ``{param}`` placeholders in the dialect's options filled from ``params``."""
+        if self.dialect is None:
+            return self
+        return replace(self, dialect=fill_params(self.dialect, params))
+
+    def ensure_generated_env(self) -> None:
+        """Give each of ``generated_env`` a fresh random token unless the environment has one."""
+        for name in self.generated_env:
+            if not os.environ.get(name):
+                os.environ[name] = secrets.token_hex(16)
 
     @property
     def cwd(self) -> Path:
@@ -211,10 +229,29 @@ def _semantic_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
     problems += _ready_problems(raw.get("ready") or {})
     problems += _logs_problems(raw.get("logs") or {})
     try:
-        make_dialect(raw.get("dialect"), raw.get("messages"))
+        make_dialect(fill_params(raw.get("dialect"), params), raw.get("messages"))
     except (DialectError, TypeError, ValueError) as exc:
         problems.append(("dialect", str(exc)))
+    clients = (raw.get("metrics") or {}).get("clients")
+    try:
+        if clients:
+            parse_expr(clients)
+    except ValueError as exc:
+        problems.append(("metrics.clients", str(exc)))
     return problems
+
+
+def fill_params(value: Any, params: Mapping[str, Any]) -> Any:
+    """``value`` with ``{param}`` replaced in its strings; a string that is one placeholder alone takes
+    the param's value with its type (``"{heartbeat}"`` gives a number)."""
+    if isinstance(value, str):
+        whole = _PLACEHOLDER_RE.fullmatch(value)
+        return params[whole[1]] if whole and whole[1] in params else expand(value, params)
+    if isinstance(value, dict):
+        return {k: fill_params(v, params) for k, v in value.items()}
+    if isinstance(value, list):
+        return [fill_params(v, params) for v in value]
+    return value
 
 
 def _placeholder_problems(where: str, values: list[Any] | dict[str, Any], known: tuple[str, ...]) -> list:
@@ -245,6 +282,10 @@ def _feed_problems(feed: dict[str, Any]) -> list[tuple[str, str]]:
     problems += _placeholder_problems("feed.argv", feed.get("argv", []), FEED_ARGV_PLACEHOLDERS)
     body = " ".join(_strings_in(feed.get("body"), []))
     problems += _placeholder_problems("feed", {"body": body}, EVENT_PLACEHOLDERS)
+    if "batch_body" in feed and "{events}" not in _strings_in(feed["batch_body"], []):
+        problems.append(("feed.batch_body", 'needs the string "{events}" where the list of events goes'))
+    if "batch_body" in feed and "batch" not in feed:
+        problems.append(("feed.batch_body", "only with batch"))
     if feed.get("kind") == "http":
         if ("path" in feed) == ("url" in feed):
             problems.append(("feed.path", "give path (on the target) or url (a loopback URL), one of them"))
@@ -335,6 +376,7 @@ def _build(raw: dict[str, Any], path: Path | None) -> TargetSpec:
         path=path,
         description=raw.get("description", ""),
         semantics={**DEFAULT_SEMANTICS, **(raw.get("semantics") or {})},
+        generated_env=list(raw.get("generated_env") or []),
     )
 
 

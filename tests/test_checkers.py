@@ -18,6 +18,7 @@ from harness.checkers import (
     latency_quantiles,
     run_checks,
 )
+from harness.dialects import make_dialect
 from harness.history import History
 
 EPOCH = "epoch-1"
@@ -718,6 +719,18 @@ def test_shutdown_fails_on_a_1006_close() -> None:
             "t": 2.4,
         }
     ]
+
+
+def test_shutdown_expects_the_dialects_close_code() -> None:
+    """Centrifugo closes with its own 3001 "shutdown": that is its going-away, and 1001 from it is wrong."""
+    h = History()
+    connect(h, 0.0, "g-0", "good")
+    rec(h, 2.0, "target", event="stopping", pid=10, code=None)
+    close(h, 2.2, "g-0", "good", 3001, "server")
+    rec(h, 2.5, "target", event="stopped", pid=10, code=0)
+    ctx = ctx_for(h, shutdown_code=make_dialect("centrifugo").shutdown_code)
+    assert CHECKERS["shutdown"](ctx, {"within": 1.0}).status == "pass"
+    assert CHECKERS["shutdown"](ctx_for(h), {"within": 1.0}).status == "fail"  # the monitor's 1001 expected
 
 
 def test_shutdown_fails_on_a_late_or_missing_close() -> None:

@@ -24,16 +24,12 @@ from harness.process import start_child
 from harness.runner import run_scenario
 from harness.scenario import parse
 from harness.target import Target, free_port
-from harness.targetspec import SCHEMA, TargetError, load_target, parse_target
+from harness.targetspec import TargetError, load_target, parse_target
 from harness.toxiproxy import Toxiproxy
 
 ROOT = Path(__file__).resolve().parent.parent
 HTTP_FED = ROOT / "tests" / "data" / "targets" / "http_fed.yaml"
 SEED = 5
-NEEDS_DIALECT = pytest.mark.skipif(
-    "dialect" not in SCHEMA["properties"]["messages"]["properties"],
-    reason="needs the json protocol dialect (messages.dialect: json) to read {kind: event} frames and answer pings",
-)
 
 
 async def wait_until(predicate: Any, within: float = 10.0, what: str = "") -> None:
@@ -174,11 +170,8 @@ def test_command_or_url() -> None:
     assert parse_target({"name": "t", "url": "http://[::1]:9"}, "t.yaml").ws_path == "/ws"
 
 
-@NEEDS_DIALECT
 async def test_http_fed_baseline_delivery_passes(toxiproxy: Toxiproxy, tmp_path: Path) -> None:
-    raw = yaml.safe_load(HTTP_FED.read_text())
-    raw["messages"] = {"dialect": "json"}
-    spec = parse_target(raw, str(HTTP_FED), HTTP_FED)
+    spec = load_target(HTTP_FED)
     scenario = parse({"name": "baseline", "cohorts": [{"name": "steady", "clients": 4}], "feed": {"rate": 200},
                       "method": [{"wait": 3}], "checks": {"delivery": {"cohorts": ["steady"]}}},
                      "baseline")  # fmt: skip
@@ -186,11 +179,8 @@ async def test_http_fed_baseline_delivery_passes(toxiproxy: Toxiproxy, tmp_path:
     assert result.status == "pass", [v.summary for v in result.verdicts]
 
 
-@NEEDS_DIALECT
 async def test_http_fed_stuck_reader_eviction_from_sockets(toxiproxy: Toxiproxy, tmp_path: Path) -> None:
-    raw = yaml.safe_load(HTTP_FED.read_text())
-    raw["messages"] = {"dialect": "json"}
-    spec = parse_target(raw, str(HTTP_FED), HTTP_FED)
+    spec = load_target(HTTP_FED)
     scenario = parse({"name": "stuck", "cohorts": [{"name": "steady", "clients": 3}, {"name": "silent", "clients": 0}],
                       "feed": {"rate": 300},
                       "method": [{"wait": 0.5}, {"fault": {"name": "silent", "type": "stuck_reader", "cohort": "silent",

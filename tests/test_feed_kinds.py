@@ -124,6 +124,21 @@ async def test_http_batches_with_env_headers_and_typed_body(
     assert events[0]["meta"] == {"where": "node n1"} and events[0]["fixed"] == [1, True]
 
 
+async def test_http_batch_body_wraps_the_batch(receiver: tuple[Receiver, int], tmp_path: Path) -> None:
+    """Centrifugo's /api/batch takes {"commands": [...]}: the batch goes where "{events}" stands."""
+    got, port = receiver
+    feed = feed_of(tmp_path, rate=500, max_events=25, port=port, kind="http", path="/publish", batch=10,
+                   body={"publish": {"channel": "c", "data": {"id": "{id}"}}},
+                   batch_body={"commands": "{events}", "parallel": False})  # fmt: skip
+    await feed.start()
+    await stopped_by_itself(feed)
+    await feed.stop()
+    bodies = [body for _, _, body in got.requests]
+    assert all(set(body) == {"commands", "parallel"} and body["parallel"] is False for body in bodies)
+    ids = [c["publish"]["data"]["id"] for body in bodies for c in body["commands"]]
+    assert ids == feed.fed == recorded_ids(feed) and len(ids) == 25
+
+
 async def test_http_one_event_a_request_to_a_url(receiver: tuple[Receiver, int], tmp_path: Path) -> None:
     got, port = receiver
     feed = feed_of(tmp_path, kind="http", url=f"http://127.0.0.1:{port}/publish")
@@ -212,6 +227,8 @@ async def test_a_command_past_its_timeout_is_killed(tmp_path: Path) -> None:
         ({"kind": "http", "url": "http://10.0.0.8:80/p"}, r"feed\.url: 10\.0\.0\.8 is not a loopback address"),
         ({"kind": "http", "path": "/p", "status": 99}, r"feed\.status: 99 is not valid"),
         ({"kind": "http", "path": "/p", "body": {"a": "{nope}"}}, r"feed\.body: unknown placeholder \{nope\}"),
+        ({"kind": "http", "path": "/p", "batch": 5, "batch_body": {"c": "x"}}, r"feed\.batch_body: needs the string"),
+        ({"kind": "http", "path": "/p", "batch_body": {"c": "{events}"}}, r"feed\.batch_body: only with batch"),
         ({"kind": "command"}, r"feed: 'argv' is a required property"),
         ({"kind": "command", "argv": ["x"], "batch": 0}, r"feed\.batch: 0 is less than the minimum of 1"),
         ({"kind": "mqtt"}, r"feed\.kind: 'mqtt' is not one of"),

@@ -140,6 +140,7 @@ class CheckContext:
     semantics: dict[str, str] = field(default_factory=dict)
     event_id_field: str = "piece_id"
     event_id_setting: str = "messages.event_id"  # where the target file names that field
+    shutdown_code: int = 1001  # the close code the target's protocol sends when it shuts down
 
     @cached_property
     def by_client(self) -> dict[str, list[Record]]:

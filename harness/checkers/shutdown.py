@@ -1,4 +1,4 @@
-"""Graceful shutdown: every client gets 1001 in time."""
+"""Graceful shutdown: every client gets the protocol's going-away close (1001 by default) in time."""
 
 from __future__ import annotations
 
@@ -36,9 +36,10 @@ def check_shutdown(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
 
     Options:
       within: the bound in seconds (default 5.0).
-      code: the expected close code (default 1001, going away).
+      code: the expected close code (default: the target dialect's shutdown code, 1001 going away;
+        Centrifugo's is 3001).
     """
-    opts = parse_options("shutdown", options, {"within": 5.0, "code": 1001})
+    opts = parse_options("shutdown", options, {"within": 5.0, "code": ctx.shutdown_code})
     within, code = float(opts["within"]), opts["code"]
     stop = first_record(ctx.history.of("target"), "target", event="stopping") or first_record(
         ctx.history.of("fault_start"), "fault_start", type="server_stop"

@@ -95,6 +95,8 @@ class Dialect:
     # period (s): the server wants exactly one answer per ping, sent ``heartbeat_delay`` s after it.
     heartbeat_period: float | None = None
     heartbeat_delay: float = 0.0
+    # The close code the server sends every client when it shuts down (the shutdown checker's default).
+    shutdown_code: int = 1001
     # What the target's close codes mean, for the history (``close`` records keep the number).
     close_codes: ClassVar[Mapping[int, str]] = {}
 

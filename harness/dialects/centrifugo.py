@@ -47,6 +47,7 @@ class CentrifugoDialect(Dialect):
     name = "centrifugo"
     options = frozenset({"channel", "token", "client_name", "event_id", "sent_at", "ping_interval", "pong_delay"})
     heartbeat_text = PING
+    shutdown_code = 3001  # Centrifugo's own "shutdown", not 1001
 
     def __init__(self, **options: Any) -> None:
         check_options(self.name, options, self.options)

@@ -1,6 +1,7 @@
-"""The ``http`` feed: each event (or each ``batch`` of events, as a JSON list) is a request to a path
-on the target or to a loopback URL, with a JSON body rendered from a template. Each request uses a
-connection of its own, so that counting the target's sockets never counts the feed."""
+"""The ``http`` feed: each event (or each ``batch`` of events, as a JSON list, or inside ``batch_body``
+where its string ``"{events}"`` stands) is a request to a path on the target or to a loopback URL,
+with a JSON body rendered from a template. Each request uses a connection of its own, so that
+counting the target's sockets never counts the feed."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from harness.feeds.base import Event, FeedError, FeedRejected, Sink, render_json
 from harness.targetspec import FeedSpec, expand
 
 DEFAULT_BODY = {"id": "{id}", "n": "{n}", "t": "{t}", "node": "{node}"}
+EVENTS = "{events}"
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -45,6 +47,7 @@ class HttpSink(Sink):
         self.status = {spec.status} if isinstance(spec.status, int) else set(spec.status)
         self.batched = spec.batch is not None
         self.batch = spec.batch or 1  # without batch: one event, as an object, a request
+        self.batch_body = spec.batch_body
         self.nodes = list(spec.nodes)
         self.timeout = aiohttp.ClientTimeout(total=spec.timeout)
         self._session: aiohttp.ClientSession | None = None
@@ -53,7 +56,9 @@ class HttpSink(Sink):
         if self._session is None:
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
         bodies = [render_json(self.body, event) for event in events]
-        payload = bodies if self.batched else bodies[0]
+        payload: Any = bodies if self.batched else bodies[0]
+        if self.batched and self.batch_body is not None:
+            payload = wrap(self.batch_body, bodies)
         what = f"{self.method} {self.url}"
         try:
             async with self._session.request(
@@ -73,6 +78,17 @@ class HttpSink(Sink):
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+
+
+def wrap(template: Any, bodies: list[Any]) -> Any:
+    """``template`` with the string ``"{events}"`` replaced by the list of bodies."""
+    if template == EVENTS:
+        return bodies
+    if isinstance(template, dict):
+        return {key: wrap(value, bodies) for key, value in template.items()}
+    if isinstance(template, list):
+        return [wrap(item, bodies) for item in template]
+    return template
 
 
 def _reason(exc: BaseException) -> str:

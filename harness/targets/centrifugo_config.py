@@ -38,7 +38,7 @@ DEFAULT_QUEUE_MAX_SIZE = 1048576  # Centrifugo's own default: 1 MiB per connecti
 
 def centrifugo_config(port: int, api_key: str, *, namespace: str = NAMESPACE, history_size: int = 1000,
                       history_ttl: str = "300s", queue_max_size: int = DEFAULT_QUEUE_MAX_SIZE,
-                      ping_interval: str = "25s", pong_timeout: str = "8s",
+                      ping_interval: str = "25s", pong_timeout: str = "8s", write_timeout: str = "1s",
                       token_secret: str | None = None) -> dict[str, Any]:
     """The config as a dict, with Centrifugo v6's nested option names."""
     if not api_key:
@@ -68,6 +68,7 @@ def centrifugo_config(port: int, api_key: str, *, namespace: str = NAMESPACE, hi
             "allow_subscribe_for_anonymous": anonymous,
         }]},
         "http_api": {"key": api_key},
+        "websocket": {"write_timeout": write_timeout},  # a write to a client that takes longer drops it
         "prometheus": {"enabled": True},
         "health": {"enabled": True},
         "usage_stats": {"disabled": True},  # it would otherwise report to the Centrifugo developers

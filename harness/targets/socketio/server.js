@@ -2,6 +2,8 @@
 //
 //   node harness/targets/socketio/server.js --port 8000 [--ping-interval MS] [--ping-timeout MS]
 //
+// (a duration with an "s" suffix is in seconds: --ping-interval 1s)
+//
 // (or PORT in the environment). socket.io is resolved through NODE_PATH, which points at the
 // node_modules that scripts/bootstrap installs into .tools/socketio.
 //
@@ -9,6 +11,7 @@
 //   POST /publish  JSON body: one event or a list of events; each goes to every connected client
 //                  with io.emit("event", ev), in order; answers 200 {"emitted": n}.
 //   GET  /health   200 {"clients": n}
+//   GET  /metrics  Prometheus text: socketio_clients, the Engine.IO clients connected now
 // Logs are JSON lines on stdout. SIGTERM or SIGINT closes every client and the server, then exits 0.
 "use strict";
 
@@ -34,7 +37,13 @@ function options() {
   if (!Number.isInteger(port) || port <= 0 || port > 65535) {
     throw new Error("give the port with --port N or PORT=N");
   }
-  return { port, pingInterval: Number(values["ping-interval"]), pingTimeout: Number(values["ping-timeout"]) };
+  return { port, pingInterval: millis(values["ping-interval"]), pingTimeout: millis(values["ping-timeout"]) };
+}
+
+function millis(text) {
+  const ms = text.endsWith("s") && !text.endsWith("ms") ? Number(text.slice(0, -1)) * 1000 : Number(text.replace(/ms$/, ""));
+  if (!Number.isFinite(ms) || ms <= 0) throw new Error(`not a duration: ${text}`);
+  return Math.round(ms);
 }
 
 function reply(res, status, body) {
@@ -75,6 +84,11 @@ function publish(io, req, res) {
   });
 }
 
+function metrics(io, res) {
+  res.writeHead(200, { "content-type": "text/plain; version=0.0.4" });
+  res.end(`# HELP socketio_clients Engine.IO clients connected now\n# TYPE socketio_clients gauge\nsocketio_clients ${io.engine.clientsCount}\n`);
+}
+
 function main() {
   const opts = options();
   const server = http.createServer();
@@ -84,6 +98,7 @@ function main() {
     if (req.url.startsWith("/socket.io/")) return;
     if (req.method === "POST" && req.url === "/publish") return publish(io, req, res);
     if (req.method === "GET" && req.url === "/health") return reply(res, 200, { clients: io.engine.clientsCount });
+    if (req.method === "GET" && req.url === "/metrics") return metrics(io, res);
     reply(res, 404, { error: "not found" });
   });
   io.on("connection", (socket) => {
