@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.history import History
-from harness.tcpqueues import TcpSocket, find, read_sockets, receive_queue
+from harness.tcpqueues import TCP_STATES, TcpSocket, find, read_sockets, receive_queue
 
 BITE = "fault_bite"
 SAMPLE_S = 0.2
@@ -67,6 +67,10 @@ class Link:
     rcvbuf: int | None = None
     full_t: float | None = None
     closed_t: float | None = None
+    # How the target's side ended while the harness still held the victim's: "gone" (its socket left
+    # the table: aborted or fully closed) or the TCP state it left ESTABLISHED for (a FIN queued
+    # behind unread data shows as FIN_WAIT1 on the target's side long before the victim can see it).
+    server_end: str | None = None
 
     def observe(self, table: list[TcpSocket] | None, t: float, is_open: bool) -> None:
         rx = None
@@ -80,6 +84,8 @@ class Link:
         self.samples.append(sample)
         if not sample.open and self.closed_t is None:
             self.closed_t = t
+            if is_open and not server_open:
+                self.server_end = self._end_state(table)
         if self.full_t is None and self.closed_t is None and self.plateau():
             self.full_t = t
 
@@ -91,6 +97,10 @@ class Link:
             # Gone from the table: closed, unless it was never seen (another network namespace).
             return None, not any(s.tx is not None for s in self.samples)
         return mine[0].tx_queue, mine[0].established
+
+    def _end_state(self, table: list[TcpSocket] | None) -> str:
+        mine = find(table or [], local_port=self.server_port, remote_port=self.client_port)
+        return TCP_STATES.get(mine[0].state, str(mine[0].state)) if mine else "gone"
 
     def plateau(self) -> bool:
         """Data held on both sides (as far as seen), neither queue grown for ``PLATEAU_S``."""
@@ -151,7 +161,11 @@ class SendPathWatch:
     def sample(self, table: list[TcpSocket] | None) -> None:
         now = self.history.now()
         for link in self.links:
+            ended = link.server_end
             link.observe(table, now, self.is_open(link))
+            if ended is None and link.server_end is not None and link.client_port is not None:
+                self.history.record("server_close", client=link.name, fault=self.subject.fault,
+                                    port=link.client_port, state=link.server_end)  # fmt: skip
 
     async def run(self) -> None:
         while not all(link.done for link in self.links) and self.history.now() - self.started < self.ceiling:

@@ -18,6 +18,9 @@ from harness.wsframes import unread_bytes
 
 PROC_TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
 ESTABLISHED = 1
+# The kernel's TCP states by number (include/net/tcp_states.h), as /proc/net/tcp prints them.
+TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT",
+              7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING"}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,9 @@ def check_eviction(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
         return Verdict.unknown("eviction", DID_NOT_BITE, why, [{"cohort": cohort, "problem": "no victim"}])
     t0 = max(_arrived(ctx, victims, t0), _filled(ctx, cohort))
     case = Eviction(cohort, t0, trigger, within, victims, _heal_after(ctx, cohort, t0))
+    ends = _server_ends(ctx, victims)
+    if len(ends) == len(victims):  # each victim's own socket says it: no registry count needed
+        return _ended_by_server(case, ends)
     timeline = [_registry_point(ctx, case, s, opts["expected"]) for s in samples if s["t"] >= t0]
     figures: Figures = {"t0": rounded(t0), "within_s": within, "samples": len(timeline), "victims": len(case.victims)}
     done = next((p for p in timeline if p["registry"] <= p["expected_at_most"]), None)
@@ -106,6 +109,30 @@ def _filled(ctx: CheckContext, cohort: str) -> float:
     faults = {r.get("fault") for r in ctx.history.of("fault_start") if hits(r, cohort)}
     return max((r["full_t"] for r in ctx.history.of("fault_bite")
                 if r.get("fault") in faults and r.get("bit") and r.get("full_t") is not None), default=0.0)  # fmt: skip
+
+
+def _server_ends(ctx: CheckContext, victims: frozenset[str]) -> dict[str, Record]:
+    """The victims whose connection the target ended while the harness still held its side, as the
+    target's own socket showed it (``server_close`` records of the faults that watch send paths)."""
+    return {r["client"]: r for r in ctx.history.of("server_close") if r.get("client") in victims}
+
+
+def _ended_by_server(case: Eviction, ends: dict[str, Record]) -> Verdict:
+    last = max(ends.values(), key=lambda r: r["t"])
+    took = max(0.0, last["t"] - case.t0)
+    states = ", ".join(sorted({str(r.get("state")) for r in ends.values()}))
+    how = (f"the target ended its side of every victim's connection by t={last['t']:.2f}s "
+           f"(its socket {states}: seen in /proc/net/tcp while the harness still held the victims')")  # fmt: skip
+    figures: Figures = {"t0": rounded(case.t0), "within_s": case.within, "victims": len(case.victims),
+                        "evicted_after_s": rounded(took)}  # fmt: skip
+    if took <= case.within:
+        return Verdict("eviction", PASS, f"{case.describe()} evicted after {took:.2f}s (bound {case.within:g}s): {how}",
+                       [], figures)  # fmt: skip
+    evidence = cap_evidence([{**r, "problem": "ended late"} for r in ends.values()])
+    summary = f"{case.describe()} evicted only after {took:.2f}s (bound {case.within:g}s): {how}"
+    return Verdict("eviction", FAIL, summary, evidence, figures)
+
+
 def _heal_after(ctx: CheckContext, cohort: str, t0: float) -> float | None:
     return next((r["t"] for r in ctx.history.of("fault_heal") if hits(r, cohort) and r["t"] >= t0), None)
 
