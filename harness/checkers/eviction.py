@@ -71,6 +71,9 @@ def check_eviction(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
     ends = _server_ends(ctx, victims)
     if len(ends) == len(victims):  # each victim's own socket says it: no registry count needed
         return _ended_by_server(case, ends)
+    held = _watched(ctx, victims) - set(ends)
+    if held and case.heal_t is not None:
+        return _held_until_heal(case, sorted(held))
     timeline = [_registry_point(ctx, case, s, opts["expected"]) for s in samples if s["t"] >= t0]
     figures: Figures = {"t0": rounded(t0), "within_s": within, "samples": len(timeline), "victims": len(case.victims)}
     done = next((p for p in timeline if p["registry"] <= p["expected_at_most"]), None)
@@ -131,6 +134,21 @@ def _ended_by_server(case: Eviction, ends: dict[str, Record]) -> Verdict:
     evidence = cap_evidence([{**r, "problem": "ended late"} for r in ends.values()])
     summary = f"{case.describe()} evicted only after {took:.2f}s (bound {case.within:g}s): {how}"
     return Verdict("eviction", FAIL, summary, evidence, figures)
+
+
+def _watched(ctx: CheckContext, victims: frozenset[str]) -> set[str]:
+    """The victims whose connection a send-path watch followed in the target's socket table."""
+    keys = {k for r in ctx.history.of("fault_bite") for k in (r.get("figures") or {}) if k.startswith("tx_max[")}
+    return {c for c in victims if f"tx_max[{c}]" in keys}
+
+
+def _held_until_heal(case: Eviction, held: list[str]) -> Verdict:
+    summary = (f"{case.describe()} never evicted: the target's socket to {len(held)} of them stayed open (watched "
+               f"in /proc/net/tcp) until the harness closed it at heal (t={case.heal_t:.2f}s), whatever its "
+               "registry count said")  # fmt: skip
+    evidence = [{"client": c, "problem": "the target held the connection until the heal", "t": case.heal_t}
+                for c in held]  # fmt: skip
+    return Verdict("eviction", FAIL, summary, cap_evidence(evidence), {"t0": rounded(case.t0), "victims": len(held)})
 
 
 def _heal_after(ctx: CheckContext, cohort: str, t0: float) -> float | None:
