@@ -304,32 +304,34 @@ def record_receiving(subject: Subject, history: History, victims: list[str], wha
         subject.record(history, False, how, **figures)
 
 
-def record_cut(subject: Subject, history: History, windows: list[tuple[float, float]]) -> None:
-    """A cut bit when, inside it, the feed ran while the target's registry still held at least as many
-    clients as just before the cut: the target wrote events to connections that went nowhere. (The
-    timeout toxic discards what it reads, so no socket queue shows it.)"""
-    samples = [r for r in history.of("metrics") if r.get("clients") is not None]
-    if not samples:
-        subject.record(history, False, "cannot be observed: the target reports no registry size", cuts=len(windows))
-        return
+Cut = tuple[float, float, list[str]]  # start, end, and the clients connected as it began
+
+
+def record_cut(subject: Subject, history: History, windows: list[Cut]) -> None:
+    """A cut bit when its victims were receiving as it began and events were fed inside it: the target
+    had data for live connections and wrote it into the cut until it noticed. (The timeout toxic
+    discards what it reads, so no socket queue shows it; a registry count cannot say whose entries
+    it holds when other clients come and go.)"""
     feeds = [r["t"] for r in history.of("feed")]
-    hit = [w for w in windows if _cut_bit(w, samples, feeds)]
-    figures = {"cuts": len(windows), "cuts_with_data": len(hit)}
+    hit = [w for w in windows if _cut_bit(history, w, feeds)]
+    victims = max((len(w[2]) for w in windows), default=0)
+    figures = {"cuts": len(windows), "cuts_with_data": len(hit), "victims": victims}
     if hit:
-        how = f"{len(hit)} of {len(windows)} cut(s): events fed while the target still held the cut clients"
+        how = f"{len(hit)} of {len(windows)} cut(s): its clients were receiving as it began and events were fed in it"
         subject.record(history, True, how, **figures)
+    elif not any(w[2] for w in windows):
+        subject.record(history, False, "the cut had no connected client", **figures)
     else:
-        how = "no cut saw the feed run while the target still held the cut clients: nothing was sent into it"
+        how = "no cut began while its clients were receiving with events fed inside it: nothing was sent into it"
         subject.record(history, False, how, **figures)
 
 
-def _cut_bit(window: tuple[float, float], samples: list[dict[str, Any]], feeds: list[float]) -> bool:
-    start, end = window
-    before = [s["clients"] for s in samples if s["t"] <= start]
-    if not before:
-        return False
-    during = [s for s in samples if start < s["t"] <= end and s["clients"] >= before[-1]]
-    return any(start <= f <= s["t"] for s in during for f in feeds)
+def _cut_bit(history: History, window: Cut, feeds: list[float]) -> bool:
+    start, end, victims = window
+    names = set(victims)
+    live = {r["client"] for r in history.of("batch")
+            if r.get("client") in names and start - RECENT_S <= r["t"] <= start}  # fmt: skip
+    return bool(victims) and live == names and any(start <= f <= end for f in feeds)
 
 
 def record_cut_off(subject: Subject, history: History, victims: list[str], started: float,

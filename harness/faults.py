@@ -18,7 +18,7 @@ from typing import Any, ClassVar, TypeVar
 
 import aiohttp
 
-from harness.bite import SlowWatch, StuckWatch, Subject, receiving, record_cut, record_cut_off, record_receiving
+from harness.bite import Cut, SlowWatch, StuckWatch, Subject, receiving, record_cut, record_cut_off, record_receiving
 from harness.clients import Cohort, ProbeClient, StuckClient
 from harness.dialects import Dialect
 from harness.errors import HarnessError, ToxiproxyError
@@ -223,14 +223,16 @@ class NetworkCut(Fault):
     def __init__(self, spec: FaultSpec) -> None:
         super().__init__(spec)
         self.cut_t = 0.0
+        self.victims: list[str] = []
 
     async def apply(self, ctx: FaultContext) -> None:
         self.cut_t = ctx.history.now()
+        self.victims = [c.name for c in ctx.cohorts[self.spec.cohort or ""].clients if c.connected]
         for stream in ("downstream", "upstream"):
             await self.add_toxic(ctx, self.toxic(f"-{stream}"), "timeout", stream, {"timeout": 0})
 
     def record_bite(self, ctx: FaultContext) -> None:
-        record_cut(self.subject(), ctx.history, [(self.cut_t, ctx.history.now())])
+        record_cut(self.subject(), ctx.history, [(self.cut_t, ctx.history.now(), self.victims)])
 
 
 class SlowConsumer(ToxicFault):
@@ -353,7 +355,7 @@ class Flap(Fault):
         super().__init__(spec)
         self.cycling: asyncio.Task[None] | None = None
         self.cut = NetworkCut(FaultSpec(f"{spec.name}-cut", "network_cut", spec.cohort, {}))
-        self.cuts: list[tuple[float, float]] = []
+        self.cuts: list[Cut] = []
 
     async def apply(self, ctx: FaultContext) -> None:
         self.cycling = self.spawn(self._cycle(ctx), "cycle")
@@ -365,7 +367,7 @@ class Flap(Fault):
                 await asyncio.sleep(self.params["cut"])
             finally:
                 await self.cut.undo(ctx)
-                self.cuts.append((self.cut.cut_t, ctx.history.now()))
+                self.cuts.append((self.cut.cut_t, ctx.history.now(), self.cut.victims))
             await asyncio.sleep(self.params["up"])
 
     async def undo(self, ctx: FaultContext) -> None:

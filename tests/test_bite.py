@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.bite import Subject, record_cut
 from harness.checkers import DID_NOT_BITE, PASS, UNKNOWN, CheckContext, CohortInfo, run_checks
 from harness.history import History
 from harness.runner import run_scenario
@@ -169,3 +170,39 @@ def test_delivery_names_the_longest_stall_of_healthy_clients_while_the_feed_ran(
     assert verdict.figures["stall_start_t"] == 1.0 and verdict.figures["stall_max_s"] == pytest.approx(3.05)
     assert verdict.evidence[-1] == {"problem": "healthy clients received nothing while the feed ran", "t": 1.0,
                                     "length_s": pytest.approx(3.05)}  # fmt: skip
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _cut_history(receiving: bool, fed_inside: bool) -> History:
+    clock = _Clock()
+    history = History()
+    history.now = clock  # type: ignore[method-assign]  # records at chosen times
+    for t, kind, fields in [
+        (0.5, "batch", {"client": "c-0", "seq": 1, "ids": ["a"]}),
+        (0.6, "batch", {"client": "c-1", "seq": 1, "ids": ["a"]}),
+        (1.8 if receiving else 0.7, "batch", {"client": "c-0", "seq": 2, "ids": ["b"]}),
+        (1.9 if receiving else 0.7, "batch", {"client": "c-1", "seq": 2, "ids": ["b"]}),
+        (2.5 if fed_inside else 1.9, "feed", {"ids": ["c"], "node": "n1"}),
+    ]:
+        clock.t = t
+        history.record(kind, **fields)
+    clock.t = 4.0
+    return history
+
+
+@pytest.mark.parametrize(("receiving", "fed_inside", "bit"),
+                         [(True, True, True), (True, False, False), (False, True, False)])  # fmt: skip
+def test_a_cut_bites_only_when_its_clients_were_receiving_and_events_were_fed_in_it(
+    receiving: bool, fed_inside: bool, bit: bool
+) -> None:
+    history = _cut_history(receiving, fed_inside)
+    record_cut(Subject("cut", "network_cut", "c"), history, [(2.0, 3.0, ["c-0", "c-1"])])
+    (bite,) = history.of("fault_bite")
+    assert bite["bit"] is bit, bite["how"]
