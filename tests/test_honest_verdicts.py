@@ -87,6 +87,16 @@ def test_unknown_target_keys_stop_the_run_before_anything_starts(tmp_path: Path)
     assert "send_timeout is not a param" in checked.stderr and "ok      " in checked.stdout
 
 
+def test_in_a_suite_a_scenario_the_target_cannot_run_is_an_error_and_the_rest_run(tmp_path: Path) -> None:
+    done = wschaos("run", "baseline", "stuck_reader", "--target", str(BROADCASTER), "--seed", "1",
+                   "--out", str(tmp_path / "runs"))  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "cannot run as written against ws_broadcaster: " in done.stderr and "send_timeout" in done.stderr
+    statuses = {line.split()[1]: line.split()[0] for line in done.stdout.splitlines() if line.startswith("  ")
+                and line.split()[0] in ("PASS", "FAIL", "ERROR", "UNKNOWN")}  # fmt: skip
+    assert statuses["stuck_reader"] == "ERROR" and statuses["baseline"] in ("PASS", "UNKNOWN"), done.stdout
+
+
 async def test_run_scenario_refuses_unknown_target_keys_too(tmp_path: Path) -> None:
     scenario = load(discover(["stuck_reader"])[0])
     result = await run_scenario(scenario, load_target(BROADCASTER), None, tmp_path, seed=1)  # type: ignore[arg-type]

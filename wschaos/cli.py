@@ -23,7 +23,7 @@ from harness.errors import HarnessError
 from harness.loadspec import MAX_PROCESSES, MAX_SPAWN_RATE, MAX_TIME_S, MAX_USERS, LoadSpec, parse_mix
 from harness.loadtest import run_plain_load, summary_lines
 from harness.runner import ScenarioResult, run_scenario
-from harness.scenario import SCENARIO_DIR, Scenario, check_target_params, discover, load
+from harness.scenario import SCENARIO_DIR, Scenario, ScenarioError, check_target_params, discover, load
 from harness.targetspec import TargetSpec, bundled_monitor, load_target
 from harness.toxiproxy import running_toxiproxy
 from wschaos import mutants as matrix
@@ -170,8 +170,8 @@ def run(
         chosen = [s for s in chosen if s.core]
     target = load_target(target_file) if target_file else bundled_monitor()
     capacity_file = capacity_file or out / "capacity.json"
-    for scenario in chosen:  # a bad target key or a missing capacity is said before anything starts
-        check_target_params(scenario, target)
+    check_params(chosen, target)
+    for scenario in chosen:  # a missing capacity is said before anything starts
         resolve_feed_rate(scenario.feed_rate, target, capacity_file, scenario.name)
     seed = seed if seed is not None else random.randrange(2**31)
     run_dir = new_run_dir(out.resolve(), "suite" if len(chosen) != 1 else chosen[0].name)
@@ -187,6 +187,22 @@ def run(
     print_summary(results, run_dir, wall)
     write_run_reports(run_dir)
     sys.exit(0 if all(r.status not in BROKEN for r in results) else 1)
+
+
+def check_params(chosen: list[Scenario], target: TargetSpec) -> None:
+    """Scenarios that set ``target:`` keys the target lacks. Alone, or all of them, they stop the run
+    before it starts; among others they are said first and each ends as an error (the runner refuses
+    it), while the rest run: a suite against another server still judges what it can."""
+    problems = []
+    for scenario in chosen:
+        try:
+            check_target_params(scenario, target)
+        except ScenarioError as exc:
+            problems.append(exc)
+    if problems and len(problems) == len(chosen):
+        raise problems[0]
+    for exc in problems:
+        click.echo(f"cannot run as written against {target.name}: {exc.message}", err=True)
 
 
 def write_run_reports(run_dir: Path) -> None:
