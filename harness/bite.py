@@ -331,7 +331,18 @@ def _cut_bit(history: History, window: Cut, feeds: list[float]) -> bool:
     names = set(victims)
     live = {r["client"] for r in history.of("batch")
             if r.get("client") in names and start - RECENT_S <= r["t"] <= start}  # fmt: skip
+    live |= _pages_receiving(history, names - live, start)
     return bool(victims) and live == names and any(start <= f <= end for f in feeds)
+
+
+def _pages_receiving(history: History, names: set[str], start: float) -> set[str]:
+    """Dashboard pages record no batches, only samples of their state: a page was receiving when its
+    last seq grew in the samples of the ``2 * RECENT_S`` before ``start`` (they are polled, not pushed)."""
+    seqs: dict[str, list[int]] = {}
+    for r in history.of("browser_state"):
+        if r.get("client") in names and start - 2 * RECENT_S <= r["t"] <= start and r.get("lastSeq") is not None:
+            seqs.setdefault(r["client"], []).append(int(r["lastSeq"]))
+    return {name for name, seen in seqs.items() if max(seen) > min(seen)}
 
 
 def record_cut_off(subject: Subject, history: History, victims: list[str], started: float,

@@ -206,3 +206,15 @@ def test_a_cut_bites_only_when_its_clients_were_receiving_and_events_were_fed_in
     record_cut(Subject("cut", "network_cut", "c"), history, [(2.0, 3.0, ["c-0", "c-1"])])
     (bite,) = history.of("fault_bite")
     assert bite["bit"] is bit, bite["how"]
+
+
+def test_a_cut_of_dashboard_pages_bites_when_their_last_seq_grew_before_it() -> None:
+    history = _cut_history(receiving=False, fed_inside=True)
+    clock = history.now
+    for t, seq in [(1.2, 5), (1.6, 7)]:
+        clock.t = t  # type: ignore[attr-defined]
+        history.record("browser_state", client="page-0", cohort="browser", state="live", lastSeq=seq)
+    clock.t = 4.0  # type: ignore[attr-defined]
+    record_cut(Subject("cut", "network_cut", "browser"), history, [(2.0, 3.0, ["page-0"])])
+    (bite,) = history.of("fault_bite")
+    assert bite["bit"] is True, bite["how"]
