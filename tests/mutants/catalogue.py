@@ -6,32 +6,17 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from tests.mutants.mutants import MUTANTS
+from tests.mutants.registry import entries
 
 LAUNCHER = "tests.mutants.launch"
 
-CAUGHT_BY: dict[str, tuple[str, str]] = {
-    "send_json_direct": ("stuck_reader", "no_error_logs"),
-    "gather_no_timeout": ("stuck_reader", "delivery"),
-    "gather_uncapped": ("stuck_reader", "delivery"),
-    "no_eviction": ("stuck_reader", "eviction"),
-    "swallow_cancel": ("graceful_shutdown", "no_error_logs"),
-    "unbounded_queue": ("stuck_reader", "eviction"),
-    "error_log_on_disconnect": ("mass_drop", "no_error_logs"),
-    "drop_when_ingest_full": ("ingest_burst", "persistence"),
-    "forget_offsets": ("server_restart", "persistence"),
-    "racy_broadcast": ("ingest_burst", "delivery"),
-    "heartbeat_off": ("network_cut", "eviction"),
-    "resume_silent_gap": ("network_cut", "recovery"),
-    "dashboard_no_reconnect": ("browser_network_cut", "browser"),
-}
+ENTRIES = entries()
+MUTANTS = {name: entry.apply for name, entry in ENTRIES.items()}
+CAUGHT_BY: dict[str, tuple[str, str]] = {name: (e.scenario, e.checker) for name, e in ENTRIES.items()}
 
 
 def catalogue() -> dict[str, Any]:
     """The catalogue in the form ``wschaos mutants`` reads."""
-    missing = sorted(set(MUTANTS) ^ set(CAUGHT_BY))
-    if missing:
-        raise RuntimeError(f"mutants without an expected catch, or catches without a mutant: {missing}")
     return {
         "launcher": LAUNCHER,
         "mutants": [

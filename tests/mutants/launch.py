@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from monitor.__main__ import main
-from tests.mutants.mutants import MUTANTS
+from tests.mutants.catalogue import MUTANTS
 
 
 def run(argv: list[str]) -> int:

@@ -1,7 +1,7 @@
 """The mutants: each function patches the monitor's modules to break one guarantee.
 
 Every mutant's docstring says what it breaks; ``wschaos mutants`` runs the scenarios against each
-one and expects at least one checker to catch it, for the reason given in ``CAUGHT_BY``.
+one and expects the checker its ``@mutant`` entry names to catch it in the scenario it names.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 from monitor import app, hub, ingest, store, stream
 from monitor.hub import Client, Hub, dumps, safe_send_json
 from monitor.stream import Batch, Stream
+from tests.mutants.registry import mutant
 
 log = logging.getLogger("monitor.hub")
 
@@ -89,6 +90,7 @@ def _fan_out_without_queues(send: Callable[[Client, str], Any], sequential: bool
 _background: set[asyncio.Task[None]] = set()
 
 
+@mutant("stuck_reader", "no_error_logs")
 def send_json_direct() -> None:
     """Sends with ``ws.send_str`` to each client in turn, no protection, and logs what escapes (the
     original problem): a vanished client's send raises and is logged with a traceback, and one stuck
@@ -103,6 +105,7 @@ def send_json_direct() -> None:
     _fan_out_without_queues(send, sequential=True)
 
 
+@mutant("stuck_reader", "delivery")
 def gather_no_timeout() -> None:
     """Keeps the safe send but broadcasts with a plain ``asyncio.gather`` and no timeout (the seed
     fix's design): every broadcast waits for the slowest client."""
@@ -113,6 +116,7 @@ def gather_no_timeout() -> None:
     _fan_out_without_queues(send, sequential=False)
 
 
+@mutant("stuck_reader", "delivery")
 def gather_uncapped() -> None:
     """Broadcasts with a plain ``asyncio.gather`` of safe sends, no timeout, on the kernel's default
     send buffer (no SO_SNDBUF cap) and aiohttp's default writer limit: one client that stops reading
@@ -125,6 +129,7 @@ def gather_uncapped() -> None:
     app.WRITER_LIMIT = inspect.signature(app.web.WebSocketResponse).parameters["writer_limit"].default
 
 
+@mutant("stuck_reader", "eviction")
 def no_eviction() -> None:
     """Never evicts: a full queue drops the message, a failed or timed-out send just ends the
     client's writer, and the client stays in the registry until its handler notices."""
@@ -138,6 +143,7 @@ def no_eviction() -> None:
     Hub.evict = evict  # type: ignore[method-assign]
 
 
+@mutant("graceful_shutdown", "no_error_logs")
 def swallow_cancel() -> None:
     """The client writer swallows ``CancelledError`` and keeps going, so eviction and shutdown cannot
     stop it: the writer outlives its client, and asyncio reports it destroyed while pending.
@@ -167,6 +173,7 @@ def swallow_cancel() -> None:
     Hub._write_loop = write_loop  # type: ignore[method-assign]
 
 
+@mutant("stuck_reader", "eviction")
 def unbounded_queue() -> None:
     """The outbound queue has no bound and the writer no send timeout: memory grows behind a stuck
     client, which is never evicted."""
@@ -180,6 +187,7 @@ def unbounded_queue() -> None:
     Hub.__init__ = init  # type: ignore[method-assign]
 
 
+@mutant("mass_drop", "no_error_logs")
 def error_log_on_disconnect() -> None:
     """Logs a normal client disconnect at ERROR."""
     original = Hub.unregister
@@ -192,6 +200,7 @@ def error_log_on_disconnect() -> None:
     Hub.unregister = unregister  # type: ignore[method-assign]
 
 
+@mutant("ingest_burst", "persistence")
 def drop_when_ingest_full() -> None:
     """Drops lines silently when the (small) ingest queue is full, instead of making the tailer wait."""
     original_init = ingest.Ingest.__init__
@@ -209,6 +218,7 @@ def drop_when_ingest_full() -> None:
     ingest.Ingest._put = put  # type: ignore[method-assign]
 
 
+@mutant("server_restart", "persistence")
 def forget_offsets() -> None:
     """Forgets the stored tail offset on restart and tails from the end: lines written while the
     monitor was down are lost."""
@@ -227,6 +237,7 @@ def forget_offsets() -> None:
     ingest.Ingest.start = start  # type: ignore[method-assign]
 
 
+@mutant("ingest_burst", "delivery")
 def racy_broadcast() -> None:
     """Two flushers share the stream without a lock, and the seq is taken before an await: batches
     repeat a seq or go out of order under concurrency."""
@@ -260,6 +271,7 @@ def racy_broadcast() -> None:
     Stream.start = start  # type: ignore[method-assign]
 
 
+@mutant("network_cut", "eviction")
 def heartbeat_off() -> None:
     """Never pings clients, so a half-open client is never timed out."""
     original = app.web.WebSocketResponse
@@ -272,6 +284,7 @@ def heartbeat_off() -> None:
     app.web.WebSocketResponse = NoHeartbeat  # type: ignore[misc]
 
 
+@mutant("network_cut", "recovery")
 def resume_silent_gap() -> None:
     """Answers every resume with ``resumed`` but replays nothing: the client has a silent gap."""
 
@@ -285,6 +298,7 @@ def resume_silent_gap() -> None:
 RETRY_LINE = 'setTimer("retry", connect, delay);'
 
 
+@mutant("browser_network_cut", "browser")
 def dashboard_no_reconnect() -> None:
     """Serves a dashboard page that never reconnects: ``/static/app.js`` is a copy of the real one
     without the line that schedules the next connection attempt, so a page that lost its connection
@@ -304,11 +318,3 @@ def dashboard_no_reconnect() -> None:
         return original(self, prefix, path, **kwargs)
 
     app.web.UrlDispatcher.add_static = add_static  # type: ignore[method-assign]
-
-
-MUTANTS: dict[str, Callable[[], None]] = {
-    f.__name__: f
-    for f in (send_json_direct, gather_no_timeout, gather_uncapped, no_eviction, swallow_cancel, unbounded_queue,
-              error_log_on_disconnect, drop_when_ingest_full, forget_offsets, racy_broadcast, heartbeat_off,
-              resume_silent_gap, dashboard_no_reconnect)
-}  # fmt: skip
