@@ -346,17 +346,37 @@ def _pages_receiving(history: History, names: set[str], start: float) -> set[str
 
 
 def record_cut_off(subject: Subject, history: History, victims: list[str], started: float,
-                   receiving_at_cut: dict[str, float]) -> None:  # fmt: skip
+                   receiving_at_cut: dict[str, float], *, inside_frame: bool = False) -> None:  # fmt: skip
     """Mid-send cuts bit when the victims were receiving when the cut was armed and each connection
-    then ended without a close frame (the harness cannot see where in a frame the proxy cut)."""
+    then ended without a close frame; with ``inside_frame`` (a cut after a byte count), at least one
+    connection must also have ended inside a frame (the clients follow frame boundaries). Not every
+    one: a cut after a fixed count may land between two frames by chance."""
     names = set(victims)
-    broken = {r["client"] for r in history.of("close")
-              if r["t"] >= started and r.get("client") in names and r.get("by") in ("error", "server")}  # fmt: skip
+    closes = [r for r in history.of("close")
+              if r["t"] >= started and r.get("client") in names and r.get("by") in ("error", "server")]  # fmt: skip
+    broken = {r["client"] for r in closes}
+    mid_frame = {r["client"] for r in closes if r.get("inside_frame")}
     bitten = broken & set(receiving_at_cut)
-    figures = {"victims": len(victims), "receiving_at_cut": len(receiving_at_cut), "cut_off": len(broken)}
-    if victims and len(bitten) == len(victims):
-        subject.record(history, True, f"all {len(victims)} victim connection(s) were cut while receiving", **figures)
-    else:
+    figures = {"victims": len(victims), "receiving_at_cut": len(receiving_at_cut), "cut_off": len(broken),
+               "cut_inside_a_frame": len(mid_frame)}  # fmt: skip
+    if not victims or len(bitten) < len(victims):
         how = (f"{len(victims) - len(bitten)} of {len(victims)} victim connection(s) not cut off while receiving "
                f"({len(receiving_at_cut)} receiving when the cut was armed, {len(broken)} cut off)")  # fmt: skip
         subject.record(history, False, how, **figures)
+    elif inside_frame and not mid_frame:
+        unseen = sum(r.get("inside_frame") is None for r in closes)
+        how = (f"all {len(victims)} victim connection(s) were cut between two frames, none inside one" if not unseen
+               else f"none of the cuts was seen inside a frame ({unseen} connection(s) could not be followed)")
+        subject.record(history, False, how, **figures)
+    else:
+        first = next((r["inside_frame"] for r in closes if r.get("inside_frame")), None)
+        where = f", {len(mid_frame)} of them inside a frame (first: {_frame_part(first)})" if inside_frame else ""
+        subject.record(history, True, f"all {len(victims)} victim connection(s) were cut while receiving{where}",
+                       **figures)
+
+
+def _frame_part(inside: list[int | None] | None) -> str:
+    if not inside:
+        return "?"
+    got, length = inside
+    return f"{got} of a frame's header bytes" if length is None else f"{got} of {length} bytes of a frame"

@@ -25,7 +25,7 @@ from harness.dialects import Batch, Dialect, MessageShape, MonitorDialect, Notic
 from harness.errors import HarnessError
 from harness.history import History
 from harness.stuck import StuckClient
-from harness.wsframes import describe, set_linger_zero, unread_bytes, ws_frame
+from harness.wsframes import FrameTracker, TrackingReader, describe, set_linger_zero, unread_bytes, ws_frame
 
 __all__ = ["AnyClient", "Cohort", "MessageShape", "ProbeClient", "StuckClient", "describe", "probe_session",
            "wait_ready"]  # fmt: skip
@@ -43,11 +43,31 @@ def _rcvbuf_factory(rcvbuf: int) -> Any:
     return factory
 
 
+class TrackedWebSocket(aiohttp.ClientWebSocketResponse):
+    """A client WebSocket whose incoming bytes also go through a ``FrameTracker``, so the end of a
+    connection can be placed between frames or inside one. aiohttp sets ``_parser`` once, right
+    after the handshake and before it feeds any byte that came after the response head."""
+
+    tracker: FrameTracker | None = None
+
+    @property
+    def _parser(self) -> Any:
+        return self.__dict__.get("_tracked_parser")
+
+    @_parser.setter
+    def _parser(self, parser: Any) -> None:
+        if parser is not None and self.tracker is None:
+            self.tracker = FrameTracker()
+            parser = TrackingReader(parser, self.tracker)
+        self.__dict__["_tracked_parser"] = parser
+
+
 def probe_session(rcvbuf: int | None = None) -> aiohttp.ClientSession:
     """A session for probe clients: no connection limit (aiohttp's default of 100 would queue the
     101st WebSocket); with ``rcvbuf``, SO_RCVBUF is set on every socket before it connects."""
     factory = None if rcvbuf is None else _rcvbuf_factory(rcvbuf)
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, socket_factory=factory))
+    connector = aiohttp.TCPConnector(limit=0, socket_factory=factory)
+    return aiohttp.ClientSession(connector=connector, ws_response_class=TrackedWebSocket)
 
 
 def backoff_delay(failures: int, backoff: tuple[float, float], rng: random.Random) -> float:
@@ -61,6 +81,16 @@ def _transport(ws: aiohttp.ClientWebSocketResponse) -> asyncio.Transport | None:
     # aiohttp offers no public accessor for a client WebSocket's transport.
     connection = getattr(ws, "_response", None) and ws._response.connection
     return None if connection is None else connection.transport
+
+
+def _inside_frame(ws: aiohttp.ClientWebSocketResponse) -> list[int | None] | bool | None:
+    """Where the server's byte stream ended: [bytes of the last frame received, its length (None if
+    even its header was cut)], False between two frames, None when it could not be followed."""
+    tracker = getattr(ws, "tracker", None)
+    if tracker is None:
+        return None
+    inside = tracker.inside()
+    return False if inside is None else list(inside)
 
 
 def _abort(transport: asyncio.BaseTransport | None) -> None:
@@ -262,7 +292,8 @@ class ProbeClient:
             self._record_close(end.data, "server", end.extra)
         else:
             cause = describe(end.data if isinstance(end.data, BaseException) else ws.exception())
-            self._record_close(None, "error", f"{end.type.name.lower()}: {cause}" if cause else end.type.name.lower())
+            reason = f"{end.type.name.lower()}: {cause}" if cause else end.type.name.lower()
+            self._record_close(None, "error", reason, inside_frame=_inside_frame(ws))
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> aiohttp.WSMessage:
         reading = self._reading
@@ -277,8 +308,8 @@ class ProbeClient:
             elif msg.type in _END_TYPES:
                 return msg
 
-    def _record_close(self, code: int | None, by: str, reason: Any) -> None:
-        self.history.record("close", client=self.name, cohort=self.cohort, code=code, by=by, reason=reason)
+    def _record_close(self, code: int | None, by: str, reason: Any, **fields: Any) -> None:
+        self.history.record("close", client=self.name, cohort=self.cohort, code=code, by=by, reason=reason, **fields)
 
     # messages
 

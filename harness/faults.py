@@ -171,9 +171,10 @@ class ToxicFault(Fault):
 
 class MidSendDisconnect(Fault):
     """Clients vanish while the server is sending. Without ``rst`` the proxy closes each connection
-    after ``bytes`` more bytes (limit_data: a FIN in the middle of a frame); with ``rst`` it resets
-    them at once (reset_peer with timeout 0, which on established connections cuts the stream and
-    makes the server's next write fail with a reset).
+    after ``bytes`` more bytes (limit_data: a FIN, in the middle of a frame unless the count lands on
+    a boundary; the clients follow frame boundaries and the bite requires at least one cut inside a
+    frame); with ``rst`` it resets them at once (reset_peer with timeout 0, which on established
+    connections cuts the stream and makes the server's next write fail with a reset).
 
     Measured with Toxiproxy 2.12: a reset_peer with a timeout added *before* clients connect holds
     all their data, and removing it then hangs for the API's 25 s limit, so it cannot be used to
@@ -197,7 +198,8 @@ class MidSendDisconnect(Fault):
             await self.add_toxic(ctx, self.toxic(), "limit_data", "downstream", {"bytes": self.params["bytes"]})
 
     def record_bite(self, ctx: FaultContext) -> None:
-        record_cut_off(self.subject(), ctx.history, self.victims, self.armed_t, self.receiving)
+        record_cut_off(self.subject(), ctx.history, self.victims, self.armed_t, self.receiving,
+                       inside_frame=not self.params["rst"])
 
 
 class MassDrop(Fault):

@@ -24,7 +24,7 @@ import psutil
 from harness import browser
 from harness.capacity import DEFAULT_CAPACITY_FILE, resolve_feed_rate
 from harness.checkers import CheckContext, CohortInfo, Verdict, run_checks, scenario_status
-from harness.clients import Cohort, ProbeClient, StuckClient, wait_ready
+from harness.clients import Cohort, ProbeClient, StuckClient, probe_session, wait_ready
 from harness.errors import HarnessError
 from harness.external import external_skip_reason, inapplicable_checks, make_target
 from harness.faults import Fault, FaultContext, make_fault
@@ -360,7 +360,7 @@ async def run_scenario(
         rate = resolve_feed_rate(scenario.feed_rate, target_spec, capacity_file, scenario.name)
         history.record("feed_rate", **rate.to_record())
         scenario = replace(scenario, feed_rate=rate.rate)
-        async with aiohttp.ClientSession() as session:
+        async with probe_session() as session:
             run = Run(scenario, history, target, toxiproxy, seed, session)
             async with asyncio.timeout(scenario.timeout):
                 verdicts = await execute(run, out_dir, progress, phases)

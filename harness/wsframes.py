@@ -106,3 +106,75 @@ async def read_http_head(loop: asyncio.AbstractEventLoop, sock: socket.socket, l
         if len(head) > limit:
             raise HarnessError(f"HTTP response head longer than {limit} bytes")
     return bytes(head)
+
+
+class FrameTracker:
+    """Follows frame boundaries in the bytes a server sends (header and payload length only, no
+    decoding), so that when a connection ends the harness can tell whether it ended between two
+    frames or inside one, and how far inside."""
+
+    def __init__(self) -> None:
+        self._head = bytearray()
+        self._need = 2  # header bytes still needed before the payload length is known
+        self._left = 0  # payload bytes of the current frame not yet seen
+        self._frame = 0  # the current frame's total length (header and payload)
+        self.frames = 0  # complete frames seen
+        self.bytes = 0
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        self.bytes += len(view)
+        i = 0
+        while i < len(view):
+            if self._left:
+                step = min(self._left, len(view) - i)
+                self._left -= step
+                i += step
+                if not self._left:
+                    self._end_frame()
+                continue
+            take = min(self._need - len(self._head), len(view) - i)
+            self._head += view[i : i + take]
+            i += take
+            if len(self._head) == self._need:
+                self._header_grew()
+
+    def _header_grew(self) -> None:
+        head = self._head
+        flag = head[1] & 0x7F
+        size = 2 + {126: 2, 127: 8}.get(flag, 0) + (4 if head[1] & 0x80 else 0)
+        if self._need < size:
+            self._need = size
+            return
+        length = flag if flag < 126 else int.from_bytes(head[2 : 4 if flag == 126 else 10], "big")
+        self._frame, self._left = size + length, length
+        if not length:
+            self._end_frame()
+
+    def _end_frame(self) -> None:
+        self.frames += 1
+        self._head.clear()
+        self._need, self._frame = 2, 0
+
+    def inside(self) -> tuple[int, int | None] | None:
+        """None at a frame boundary; else (bytes of the current frame received, its length, or None
+        while even its header is incomplete)."""
+        if self._left:
+            return self._frame - self._left, self._frame
+        if self._head:
+            return len(self._head), None
+        return None
+
+
+class TrackingReader:
+    """Wraps aiohttp's WebSocket reader: every byte it is fed goes through a ``FrameTracker`` first."""
+
+    def __init__(self, inner: Any, tracker: FrameTracker) -> None:
+        self.inner, self.tracker = inner, tracker
+
+    def feed_data(self, data: Any) -> Any:
+        self.tracker.feed(data)
+        return self.inner.feed_data(data)
+
+    def feed_eof(self) -> None:
+        self.inner.feed_eof()
