@@ -23,6 +23,7 @@ from harness.clients import Cohort, ProbeClient, StuckClient
 from harness.dialects import Dialect
 from harness.errors import HarnessError, ToxiproxyError
 from harness.history import History
+from harness.optiontypes import type_problem
 from harness.target import Target
 from harness.toxiproxy import Proxy, Toxiproxy
 
@@ -78,6 +79,10 @@ class Fault:
         if unknown:
             known = ", ".join(sorted(cls.defaults)) or "none"
             problems.append(("params", f"unknown params {sorted(unknown)}; known: {known}"))
+        for name, value in spec.params.items():
+            wrong = type_problem(value, cls.defaults.get(name))
+            if wrong:
+                problems.append((f"params.{name}", wrong))
         if cls.needs_cohort and spec.cohort is None:
             problems.append(("cohort", "needs a cohort"))
         return problems

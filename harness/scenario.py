@@ -123,7 +123,7 @@ def _load(raw: dict[str, Any] | None, timeout: float, source: str) -> LoadSpec |
 
 
 def _check_names(scenario: Scenario, source: str) -> None:
-    from harness.checkers import CHECKERS, checker_name
+    from harness.checkers import CHECKERS, checker_name, option_problem
 
     problems: list[str] = []
     cohort_names = [c.name for c in scenario.cohorts]
@@ -150,6 +150,8 @@ def _check_names(scenario: Scenario, source: str) -> None:
     for name, opts in scenario.checks.items():
         if checker_name(name) not in CHECKERS:
             problems.append(f"checks.{name}: unknown checker; known: {_known(CHECKERS)}")
+        elif problem := option_problem(name, opts):
+            problems.append(f"checks.{name}: {problem}")
         cohort = opts.get("cohort")
         if cohort is not None and cohort not in cohort_names:
             problems.append(f"checks.{name}.cohort: no cohort named {cohort!r}")

@@ -91,6 +91,14 @@ def test_check_errors_name_the_checker_and_the_cohort() -> None:
     assert f"{SOURCE}: checks.delivery.cohorts: no cohort named 'y'" in message
 
 
+def test_option_and_param_types_are_checked_before_a_run() -> None:
+    message = problems(doc(checks={"delivery": {"cohorts": ["a"], "settle_s": "quick"}}))
+    assert f"{SOURCE}: checks.delivery: " in message and "settle_s" in message
+    fault = {"type": "mass_drop", "cohort": "b", "params": {"rst": "no", "share": "most"}}
+    message = problems(doc(method=[{"fault": fault}, {"heal": "mass_drop-1"}]))
+    assert "params.rst" in message and "params.share" in message
+
+
 def test_cohort_names_must_be_unique() -> None:
     message = problems(doc(cohorts=[{"name": "a", "clients": 1}, {"name": "a", "clients": 1}]))
     assert f"{SOURCE}: cohorts: cohort names must be unique" in message

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from typing import Any
 
 from harness.checkers.base import (
     CHECKERS,
@@ -60,6 +61,30 @@ from harness.checkers.load import check_load
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
+
+class _OptionsParsed(Exception):
+    """Raised by the dry-run context the moment a checker, done parsing its options, reads the run."""
+
+
+class _DryRunContext:
+    def __getattr__(self, name: str) -> Any:
+        raise _OptionsParsed
+
+
+def option_problem(name: str, options: dict[str, Any]) -> str | None:
+    """What a checker would reject in ``options``, found before any run: the checker is called with a
+    context that stops it at its first look at the run, after it parsed its options (a checker that
+    looks at the run first is not checked here, only when it runs)."""
+    try:
+        CHECKERS[checker_name(name)](_DryRunContext(), options)  # type: ignore[arg-type]
+    except _OptionsParsed:
+        return None
+    except ValueError as exc:
+        return str(exc)
+    except Exception:  # the checker used the context in a way the dry run cannot follow
+        return None
+    return None
+
 __all__ = [
     "CHECKERS",
     "DID_NOT_BITE",
@@ -93,6 +118,7 @@ __all__ = [
     "latency_quantiles",
     "live_latencies",
     "merge_windows",
+    "option_problem",
     "read_status",
     "register",
     "run_checks",

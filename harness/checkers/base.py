@@ -25,6 +25,7 @@ from typing import Any
 
 from harness.checkers.identity import BY_ID, identity_problem
 from harness.history import History
+from harness.optiontypes import type_problem
 
 Record = dict[str, Any]
 Figures = dict[str, float | int]
@@ -311,6 +312,10 @@ def parse_options(
     missing = [name for name in required if name not in given]
     if missing:
         raise ValueError(f"{checker}: missing required option(s) {', '.join(missing)}")
+    wrong = [f"{name} {problem}" for name, value in given.items()
+             if (problem := type_problem(value, defaults.get(name)))]  # fmt: skip
+    if wrong:
+        raise ValueError(f"{checker}: option {'; '.join(wrong)}")
     return {**defaults, **given}
 
 
