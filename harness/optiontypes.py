@@ -3,7 +3,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+
+@dataclass(frozen=True)
+class Unset:
+    """A default meaning "not set" that still has a kind: the option is None unless given, and when
+    given it must be of the kind of ``example``."""
+
+    example: Any
+
+
+NO_NUMBER = Unset(0.0)
+NO_LIST = Unset([])
 
 
 def kind(value: Any) -> str:
@@ -26,6 +39,8 @@ def type_problem(value: Any, default: Any) -> str | None:
     """Why ``value`` cannot stand where ``default`` is the default, or None when it can. A default
     of None (no default, or optional) accepts anything; a number default accepts any number (not a
     boolean), an integer default only integers."""
+    if isinstance(default, Unset):
+        default = default.example
     if default is None or value is None:
         return None
     if isinstance(default, bool):

@@ -183,8 +183,12 @@ def _known(names: Iterable[str]) -> str:
 def load(path: Path) -> Scenario:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except IsADirectoryError:
+        raise ScenarioError(f"{path}: a directory, not a scenario file") from None
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -196,15 +200,16 @@ def load(path: Path) -> Scenario:
 
 
 def discover(names_or_paths: Iterable[str] = ()) -> list[Path]:
-    """Scenario files for the given names or paths; every file in scenarios/ when none are given."""
+    """Scenario files for the given names or paths; every file in scenarios/ when none are given. A
+    directory without scenario files is an error, never an empty run."""
     wanted = list(names_or_paths)
     if not wanted:
-        return sorted(SCENARIO_DIR.glob("*.yaml"))
+        return _in_directory(SCENARIO_DIR)
     paths = []
     for item in wanted:
         path = Path(item)
         if path.is_dir():
-            paths += sorted(path.glob("*.yaml"))
+            paths += _in_directory(path)
         elif path.suffix in (".yaml", ".yml") or path.exists():
             paths.append(path)
         else:
@@ -214,3 +219,10 @@ def discover(names_or_paths: Iterable[str] = ()) -> list[Path]:
                 raise ScenarioError(f"no scenario named {item!r}; known: {known}")
             paths.append(candidate)
     return paths
+
+
+def _in_directory(directory: Path) -> list[Path]:
+    found = sorted(p for p in [*directory.glob("*.yaml"), *directory.glob("*.yml")] if p.is_file())
+    if not found:
+        raise ScenarioError(f"{directory}: a directory with no scenario files (*.yaml)")
+    return found

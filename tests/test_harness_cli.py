@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -171,6 +172,73 @@ def test_interrupted_run_leaves_no_process_or_port(tmp_path, sig):
     still = {c.laddr.port for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN} & ports
     assert still == set(), f"ports still listening: {still}"
     assert "Traceback" not in output
+
+
+def start_run(tmp_path: Path, *scenarios: str) -> tuple[subprocess.Popen[str], list[psutil.Process]]:
+    """A run in a process group of its own, as a terminal's foreground job is, once its children run."""
+    proc = subprocess.Popen([*WSCHAOS, "run", *scenarios, "--out", str(tmp_path)], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 30
+    children: list[psutil.Process] = []
+    while time.monotonic() < deadline and len(children) < 2:
+        time.sleep(0.1)
+        children = descendants(proc.pid)
+    time.sleep(2.0)
+    return proc, descendants(proc.pid)
+
+
+def test_ctrl_c_to_the_foreground_group_stops_a_multi_scenario_run_with_130(tmp_path):
+    proc, children = start_run(tmp_path, "network_cut", "baseline", "mass_drop")
+    try:
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, output[-2000:]
+    assert "Toxiproxy" not in output and "Traceback" not in output, output[-2000:]
+    assert not re.search(r"(?m)^\s*[A-Z]+ (baseline|mass_drop) \(", output), "a later scenario ran: " + output[-2000:]
+    assert len(children) >= 2
+
+
+def test_kill_9_of_the_harness_leaves_no_child_running(tmp_path):
+    proc, children = start_run(tmp_path, "network_cut")
+    assert len(children) >= 2, "the run had not started its processes"
+    proc.kill()
+    proc.communicate(timeout=30)
+    deadline = time.monotonic() + 5
+    alive = children
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], f"left running after kill -9: {[p.cmdline() for p in alive]}"
+
+
+def test_runs_that_select_nothing_or_cannot_write_are_one_line_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "looks.yaml").mkdir()
+    (tmp_path / "latin1.yaml").write_bytes(b"name: caf\xe9\ncohorts: []\n")
+    cases = [
+        (["run", str(tmp_path / "empty")], "a directory with no scenario files"),
+        (["run", str(tmp_path / "looks.yaml")], "a directory with no scenario files"),
+        (["run", "browser_network_cut", "--core"], "--core selects none"),
+        (["run", str(tmp_path / "latin1.yaml")], "not UTF-8 text"),
+        (["run", "baseline", "--out", "/proc/wschaos-cannot-write"], "cannot write the run directory"),
+    ]
+    for args, message in cases:
+        result = wschaos(*args, timeout=60)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert message in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) <= 2, result.stderr
+
+
+def test_a_scenario_without_a_description_runs(tmp_path):
+    text = (ROOT / "scenarios" / "baseline.yaml").read_text(encoding="utf-8")
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("\n".join(line for line in text.splitlines() if not line.startswith("description")))
+    assert "description" not in bare.read_text()
+    result = wschaos("run", str(bare), "--out", str(tmp_path / "runs"))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
 
 
 def test_failed_run_leaves_no_process(tmp_path):

@@ -92,8 +92,8 @@ def test_check_errors_name_the_checker_and_the_cohort() -> None:
 
 
 def test_option_and_param_types_are_checked_before_a_run() -> None:
-    message = problems(doc(checks={"delivery": {"cohorts": ["a"], "settle_s": "quick"}}))
-    assert f"{SOURCE}: checks.delivery: " in message and "settle_s" in message
+    message = problems(doc(checks={"delivery": {"cohorts": ["a"], "settle_s": "quick", "latency_p99_ms": "quick"}}))
+    assert f"{SOURCE}: checks.delivery: " in message and "settle_s" in message and "latency_p99_ms" in message
     fault = {"type": "mass_drop", "cohort": "b", "params": {"rst": "no", "share": "most"}}
     message = problems(doc(method=[{"fault": fault}, {"heal": "mass_drop-1"}]))
     assert "params.rst" in message and "params.share" in message

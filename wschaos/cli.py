@@ -44,7 +44,10 @@ def new_run_dir(out: Path, label: str) -> Path:
     while run_dir.exists():
         suffix += 1
         run_dir = out / f"{stamp}-{label}-{suffix}"
-    run_dir.mkdir(parents=True)
+    try:
+        run_dir.mkdir(parents=True)
+    except OSError as exc:
+        raise HarnessError(f"cannot write the run directory in {out}: {exc.strerror}") from None
     latest = out / "latest"
     if latest.is_symlink() or latest.exists():
         latest.unlink()
@@ -168,6 +171,8 @@ def run(
     chosen = [load(p) for p in discover(scenarios)]
     if core:
         chosen = [s for s in chosen if s.core]
+        if not chosen:
+            raise HarnessError("--core selects none of the scenarios given (each is marked core: false)")
     target = load_target(target_file) if target_file else bundled_monitor()
     capacity_file = capacity_file or out / "capacity.json"
     check_params(chosen, target)

@@ -25,7 +25,7 @@ from typing import Any
 
 from harness.checkers.identity import BY_ID, identity_problem
 from harness.history import History
-from harness.optiontypes import type_problem
+from harness.optiontypes import Unset, type_problem
 
 Record = dict[str, Any]
 Figures = dict[str, float | int]
@@ -316,7 +316,7 @@ def parse_options(
              if (problem := type_problem(value, defaults.get(name)))]  # fmt: skip
     if wrong:
         raise ValueError(f"{checker}: option {'; '.join(wrong)}")
-    return {**defaults, **given}
+    return {name: None if isinstance(value, Unset) else value for name, value in {**defaults, **given}.items()}
 
 
 def cap_evidence(items: list[dict[str, Any]], limit: int = MAX_EVIDENCE) -> list[dict[str, Any]]:

@@ -30,6 +30,7 @@ from harness.checkers.base import (
     told_to_resync,
 )
 from harness.checkers.fault_free import unless_overfed
+from harness.optiontypes import NO_LIST, NO_NUMBER
 
 STALL_EVIDENCE_S = 2.0  # a failing verdict names the longest stall when it was longer than this
 
@@ -87,11 +88,11 @@ def check_delivery(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
         "delivery",
         options,
         {
-            "cohorts": None,
-            "latency_p50_ms": None,
-            "latency_p99_ms": None,
-            "e2e_p50_ms": None,
-            "e2e_p99_ms": None,
+            "cohorts": NO_LIST,
+            "latency_p50_ms": NO_NUMBER,
+            "latency_p99_ms": NO_NUMBER,
+            "e2e_p50_ms": NO_NUMBER,
+            "e2e_p99_ms": NO_NUMBER,
             "settle_s": 1.0,
             "cpu_limit_percent": CPU_LIMIT_PERCENT,
             "backlog_limit": BACKLOG_LIMIT,

@@ -24,6 +24,7 @@ from harness.checkers.base import (
     unbitten,
 )
 from harness.checkers.victim_closes import seen_by_victims
+from harness.optiontypes import NO_NUMBER
 
 
 @register("eviction", "Eviction")
@@ -48,7 +49,7 @@ def check_eviction(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
       within: the bound in seconds (default 5.0).
       expected: a fixed registry size to reach instead of the counted one (default None).
     """
-    opts = parse_options("eviction", options, {"within": 5.0, "expected": None}, required=("cohort",))
+    opts = parse_options("eviction", options, {"within": 5.0, "expected": NO_NUMBER}, required=("cohort",))
     cohort, within = opts["cohort"], float(opts["within"])
     samples = [r for r in ctx.history.of("metrics") if r.get("clients") is not None]
     if not samples:
