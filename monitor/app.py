@@ -14,12 +14,16 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from monitor import __version__
+from monitor.access import make_access_middleware
 from monitor.config import Config
+from monitor.guard import guard_frames, parse_since
+from monitor.health import public_nodes, storage_status
 from monitor.hub import CloseCode, Hub, dumps
 from monitor.ingest import Ingest
 from monitor.metrics import Metrics
 from monitor.prometheus import make_registry, render
 from monitor.protocol import RateLimit, Session
+from monitor.replay import ReplayBudget, deliver
 from monitor.store import Store
 from monitor.stream import Stream
 from monitor.views import InvalidView, View
@@ -61,6 +65,7 @@ class MonitorState:
         self.registry = make_registry(self.metrics, self.hub, lambda: len(self.stream.pending))
         self.last_status: dict[str, Any] | None = None
         self.closing = False
+        self.replay_budget = ReplayBudget(config.replay_budget)
 
     async def start(self) -> None:
         self.store = await Store.open(self.config.db)
@@ -185,15 +190,9 @@ class AiohttpSink:
             self.transport.abort()
 
 
-def origin_allowed(request: web.Request, allowed: list[str]) -> bool:
-    return not allowed or request.headers.get("Origin") in allowed
-
-
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    config = state.config
-    if not origin_allowed(request, config.allowed_origins):
-        raise web.HTTPForbidden(text="origin not allowed")
+    config = state.config  # Host, Origin, token and the client cap: checked by monitor.access
     try:
         view = View.parse(request.query.get("view", "all"), state.node_names)
     except InvalidView as exc:
@@ -209,6 +208,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     except (ConnectionError, RuntimeError) as exc:
         log.debug("handshake did not complete: %r", exc)
         return ws
+    guard_frames(request, ws)
     limit_send_buffer(request, config.sndbuf)
     if state.closing:
         # Accepted while shutting down, after every registered client was closed: close this one too.
@@ -217,15 +217,14 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     client = state.hub.register(AiohttpSink(ws, request.transport), request.remote or "?", view)
     limit = RateLimit(rate=config.rate_limit, burst=config.rate_burst, tokens=config.rate_burst)
     session = Session(
-        client, state.hub, state.stream, state.node_names, state.stats_message, state.metrics, limit
-    )
+        client, state.hub, state.stream, state.node_names, state.stats_message, state.metrics, limit,
+        state.replay_budget,
+    )  # fmt: skip
     state.hub.send(client, state.init_message(view))
     if "epoch" in request.query:
-        since = request.query.get("since", "")
-        plan = state.stream.plan_resume(
-            request.query["epoch"], int(since) if since.isdigit() else since, session.init_seq
-        )
-        state.stream.deliver_resume(client, plan)
+        since = parse_since(request.query.get("since", ""))
+        plan = state.stream.plan_resume(request.query["epoch"], since, session.init_seq)
+        deliver(state.stream, state.hub, client, plan, state.replay_budget)
     state.hub.send(client, state.status_message())
     try:
         state.hub.send(client, await state.stats_message(view))
@@ -245,6 +244,13 @@ def limit_send_buffer(request: web.Request, size: int) -> None:
 
 
 async def receive_loop(ws: web.WebSocketResponse, session: Session) -> None:
+    try:
+        await _receive(ws, session)
+    except ConnectionError as exc:  # e.g. aiohttp's automatic pong to a client that has vanished
+        log.debug("client %d: connection lost: %r", session.client.id, exc)
+
+
+async def _receive(ws: web.WebSocketResponse, session: Session) -> None:
     async for msg in ws:
         if msg.type is WSMsgType.TEXT:
             await session.on_text(msg.data)
@@ -264,17 +270,21 @@ async def index(request: web.Request) -> web.FileResponse:
 
 async def healthz(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    verbose = state.config.verbose_health
+    storage = storage_status(state.ingest.storage if state.ingest is not None else None, verbose)
+    nodes = state.ingest.node_status() if state.ingest is not None else {}
     body = {
-        "status": "ok",
+        "status": "ok" if storage["ok"] else "degraded",
         "version": __version__,
         "epoch": state.stream.epoch,
         "seq": state.stream.seq,
         "clients": len(state.hub.clients),
         "uptime_s": round(time.time() - state.started_at, 3),
         "events_persisted": state.metrics.events_persisted,
-        "nodes": state.ingest.node_status() if state.ingest is not None else {},
+        "storage": storage,
+        "nodes": public_nodes(nodes, verbose),
     }
-    return web.json_response(body)
+    return web.json_response(body, status=200 if storage["ok"] else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -296,8 +306,10 @@ async def _on_cleanup(app: web.Application) -> None:
 
 
 def create_app(config: Config) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024)
-    app[STATE] = MonitorState(config)
+    state = MonitorState(config)
+    access = make_access_middleware(config, lambda: len(state.hub.clients))
+    app = web.Application(client_max_size=64 * 1024, middlewares=[access])
+    app[STATE] = state
     app.router.add_get("/", index)
     app.router.add_get("/ws", websocket_handler)
     app.router.add_get("/healthz", healthz)
