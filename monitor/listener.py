@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import resource
 import time
 from collections.abc import Callable
@@ -26,7 +27,7 @@ REFUSAL = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 20\r\n"
     b"Connection: close\r\n\r\ntoo many connections"
 )
-RESERVED_FDS = 64  # the database, log files, the listener, stdio: descriptors clients may not take
+HEADROOM_FDS = 64  # beyond those open at start: log files reopened on rotation, the database's journal
 MAX_DEFAULT_CLIENTS = 10_000
 ACCEPT_ERROR = "socket.accept() out of system resource"
 
@@ -45,10 +46,16 @@ def descriptor_limit() -> int:
     return int(min(soft, 1 << 20))
 
 
+def descriptors_in_use() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return HEADROOM_FDS
+
+
 def connection_cap(fd_limit: int) -> int:
     """How many connections may be open at once, leaving room for the monitor's own files."""
-    reserve = min(RESERVED_FDS, fd_limit // 2)
-    return max(1, fd_limit - reserve)
+    return max(1, fd_limit - descriptors_in_use() - min(HEADROOM_FDS, fd_limit // 4))
 
 
 def default_max_clients(fd_limit: int) -> int:
