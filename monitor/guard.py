@@ -36,7 +36,8 @@ class QuietBadRequests(logging.Filter):
         if not isinstance(exc, HttpProcessingError):
             return True
         self.count += 1
-        log.debug("bad request #%d answered 400: %s", self.count, str(exc).splitlines()[0][:200])
+        detail = str(getattr(exc, "message", "") or exc).strip().splitlines()
+        log.debug("bad request #%d answered %s: %s", self.count, exc.code, detail[0][:200] if detail else "")
         return False
 
 

@@ -27,14 +27,19 @@ def frame(payload: bytes, opcode: int = 0x1, masked: bool = True) -> bytes:
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
-async def request(port: int, path: str = "/ws", headers: dict[str, str] | None = None, upgrade: bool = True
-                  ) -> tuple[int, bytes, Conn]:
+async def request(
+    port: int, path: str = "/ws", headers: dict[str, str] | None = None, upgrade: bool = True
+) -> tuple[int, bytes, Conn]:
     """Send one GET; returns the status, the response head, and the open connection."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     fields = {"Host": f"127.0.0.1:{port}"}
     if upgrade:
-        fields |= {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
-                   "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode()}
+        fields |= {
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+        }
     fields |= headers or {}
     head = "".join(f"{k}: {v}\r\n" for k, v in fields.items() if v is not None)
     writer.write(f"GET {path} HTTP/1.1\r\n{head}\r\n".encode())

@@ -29,6 +29,13 @@ def loud(mon: MonitorProcess) -> list[dict]:
     return mon.loud_records()
 
 
+async def wait_until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.1)
+
+
 def texts(data: bytes) -> list[dict]:
     return [json.loads(p) for op, p in frames(data) if op == 0x1]
 
@@ -57,11 +64,11 @@ async def test_a_since_that_is_not_a_plain_number_asks_for_a_resync(mon, since):
 
 
 async def test_the_right_epoch_with_a_superscript_since_is_bad_since(mon):
-    status, _, (reader, writer) = await request(mon.port)
+    _, _, (reader, writer) = await request(mon.port)
     data, _ = await read_for(reader, 0.5)
     writer.close()
     epoch = texts(data)[0]["epoch"]
-    status, _, (reader, writer) = await request(mon.port, f"/ws?epoch={epoch}&since=%C2%B2")
+    _, _, (reader, writer) = await request(mon.port, f"/ws?epoch={epoch}&since=%C2%B2")
     data, _ = await read_for(reader, 1.0)
     writer.close()
     assert [m["reason"] for m in texts(data) if m["type"] == "resync_required"] == ["bad_since"]
@@ -74,8 +81,10 @@ async def test_pongs_to_a_client_that_vanished_log_no_error(mon):
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", mon.port))
     reader, writer = await asyncio.open_connection(sock=sock)
-    writer.write(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    writer.write(
+        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
     await reader.readuntil(b"\r\n\r\n")
     pings = frame(b"p" * 125, opcode=0x9) * 1000
     for _ in range(20):  # 20,000 pings, never reading a pong
@@ -87,10 +96,7 @@ async def test_pongs_to_a_client_that_vanished_log_no_error(mon):
     await asyncio.sleep(0.3)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()
-    deadline = time.monotonic() + 10
-    while mon.health()["clients"] and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    assert mon.health()["clients"] == 0
+    await wait_until(lambda: mon.health()["clients"] == 0)
     assert loud(mon) == []
 
 
@@ -109,7 +115,7 @@ async def test_an_unmasked_client_frame_is_closed_with_1002(mon):
     assert status == 101
     await read_for(reader, 0.3)
     writer.write(frame(b'{"type":"ping"}', masked=False))
-    data, ended = await read_for(reader, 3.0)
+    data, _ = await read_for(reader, 3.0)
     writer.close()
     assert close_code(data) == 1002
     assert loud(mon) == []
@@ -117,7 +123,7 @@ async def test_an_unmasked_client_frame_is_closed_with_1002(mon):
 
 async def test_masked_frames_split_at_every_byte_still_work(mon):
     """The mask check follows frame boundaries across reads of any size."""
-    status, _, (reader, writer) = await request(mon.port)
+    _, _, (reader, writer) = await request(mon.port)
     await read_for(reader, 0.3)
     data = b"".join(frame(json.dumps({"type": "ping", "t": i}).encode()) for i in range(3))
     data += frame(json.dumps({"type": "ping", "t": "x" * 300}).encode())  # a 16-bit length (echo: None)
