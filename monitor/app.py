@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -107,8 +108,7 @@ class MonitorState:
 
     async def stats_message(self, view: View, all_stats: dict[str, dict[str, Any]] | None = None) -> dict:
         if all_stats is None:
-            assert self.store is not None
-            all_stats = await self.store.node_stats(view.select(self.node_names))
+            all_stats = await self.node_stats(view.select(self.node_names))
         nodes = {name: all_stats.get(name, {}) for name in view.select(self.node_names)}
         totals: dict[str, Any] = {key: sum(s.get(key) or 0 for s in nodes.values()) for key in STAT_KEYS}
         times = [s["last_event_ts"] for s in nodes.values() if s.get("last_event_ts")]
@@ -125,10 +125,20 @@ class MonitorState:
         groups = self.hub.by_view()
         if not groups or self.store is None:
             return
-        all_stats = await self.store.node_stats(None)
+        all_stats = await self.node_stats(None)
         for view, clients in groups.items():
             message = await self.stats_message(view, all_stats)
             self.hub.broadcast_text(dumps(message), clients)
+
+    async def node_stats(self, nodes: list[str] | None) -> dict[str, dict[str, Any]]:
+        """Counters from the store; none (and a storage failure reported) when it cannot be read."""
+        assert self.store is not None
+        try:
+            return await self.store.node_stats(nodes)
+        except sqlite3.Error as exc:
+            if self.ingest is not None:
+                self.ingest.storage.failed(exc)
+            return {}
 
     def status_message(self) -> dict[str, Any]:
         nodes = self.ingest.node_status() if self.ingest is not None else {}

@@ -44,13 +44,15 @@ async def test_a_locked_database_is_503_with_one_error_then_ingest_catches_up(tm
         try:
             blocker.execute("BEGIN EXCLUSIVE")  # nobody else may write, as if the disk had gone away
             append_lines(log, 50)
+            status, _, (_, writer) = await request(mon.port)  # a client still connects meanwhile
+            assert status == 101
             _, body = await wait_for(lambda: (s := healthz(mon.base))[0] == 503 and s)
             assert body["status"] == "degraded" and body["storage"]["reason"] == "database is locked"
             await asyncio.sleep(6.0)  # a retry or two more: still one ERROR
             assert healthz(mon.base)[0] == 503
+            writer.close()
         finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
+            blocker.close()  # ends the transaction and gives up the lock
         await wait_for(lambda: healthz(mon.base)[1]["events_persisted"] == 50)
         assert healthz(mon.base)[0] == 200
         errors = [r for r in mon.loud_records()]
