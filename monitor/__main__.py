@@ -103,7 +103,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--max-clients",
         type=non_negative(int),
         default=None,
-        help="WebSocket clients at once; more are refused with 503 (0: no cap; default: half of what the descriptor limit allows)",
+        help="WebSocket clients at once; more are refused with 503 (0: no cap; default: half of what "
+        "the descriptor limit allows)",
     )
     p.add_argument(
         "--header-timeout",
