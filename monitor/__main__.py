@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import errno
-import ipaddress
 import logging
 import signal
 import sqlite3
@@ -17,12 +16,14 @@ from pathlib import Path
 from aiohttp import web
 
 from monitor import listener
+from monitor.access import warn_if_exposed
 from monitor.app import create_app
 from monitor.config import Config
 from monitor.demo import DEMO_NODES, write_demo_logs
 from monitor.guard import install_log_filters
 from monitor.ingest import NodeSource
 from monitor.logsetup import setup_logging
+from monitor.options import add_guard_options, guard_settings, non_negative
 
 log = logging.getLogger("monitor")
 
@@ -34,92 +35,26 @@ def node_source(text: str) -> NodeSource:
     return NodeSource(name, Path(path))
 
 
-def non_negative(kind: type[int] | type[float]) -> argparse._TypeConverter:  # type: ignore[name-defined]
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            whole = "whole " if kind is int else ""
-            raise argparse.ArgumentTypeError(f"expected a {whole}number, got {text!r}") from None
-        if value < 0 or value != value:
-            raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
-        return value
-
-    parse.__name__ = kind.__name__
-    return parse
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m monitor", description=__doc__)
-    p.add_argument(
-        "--node",
-        action="append",
-        type=node_source,
-        default=[],
-        metavar="NAME:PATH",
-        help="a storage node's name and the log file to tail (repeatable)",
-    )
+    p.add_argument("--node", action="append", type=node_source, default=[], metavar="NAME:PATH",
+                   help="a storage node's name and the log file to tail (repeatable)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=non_negative(int), default=8080, help="port to listen on; 0 picks a free one")
     p.add_argument("--db", type=Path, default=None, help="SQLite database (default monitor.db)")
     p.add_argument("--from-start", action="store_true", help="read new log files from the start, not the end")
     p.add_argument("--log-format", choices=["text", "json"], default="text")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    p.add_argument("--heartbeat", type=non_negative(float), default=10.0, help="WebSocket ping interval in seconds")
-    p.add_argument(
-        "--send-timeout", type=non_negative(float), default=5.0, help="evict a client whose send takes longer"
-    )
-    p.add_argument(
-        "--queue-size", type=non_negative(int), default=512, help="messages queued per client before eviction"
-    )
-    p.add_argument(
-        "--sndbuf",
-        type=non_negative(int),
-        default=128 * 1024,
-        help="kernel send buffer per client in bytes (0 keeps the system's); bounds memory "
-        "and how long a stuck client goes unnoticed",
-    )
+    p.add_argument("--heartbeat", type=non_negative(float), default=10.0, help="WebSocket ping interval (s)")
+    p.add_argument("--send-timeout", type=non_negative(float), default=5.0,
+                   help="evict a client whose send takes longer")
+    p.add_argument("--queue-size", type=non_negative(int), default=512,
+                   help="messages queued per client before eviction")
+    p.add_argument("--sndbuf", type=non_negative(int), default=128 * 1024,
+                   help="kernel send buffer per client in bytes (0 keeps the system's); bounds memory "
+                        "and how long a stuck client goes unnoticed")
     p.add_argument("--rate-limit", type=non_negative(float), default=50.0, help="requests a second a client may send")
-    p.add_argument(
-        "--allow-origin",
-        action="append",
-        default=[],
-        metavar="ORIGIN",
-        help="also accept WebSocket connections from pages of this origin (repeatable; "
-        "'*' accepts any). By default only the monitor's own page may connect",
-    )
-    p.add_argument(
-        "--allow-host",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="serve requests for this host name (repeatable; loopback names and IP "
-        "addresses are always served). Guards against DNS rebinding",
-    )
-    p.add_argument(
-        "--token", default=None, help="require this token on /ws and /metrics (Authorization: Bearer, or ?token=)"
-    )
-    p.add_argument(
-        "--max-clients",
-        type=non_negative(int),
-        default=None,
-        help="WebSocket clients at once; more are refused with 503 (0: no cap; default: half of what "
-        "the descriptor limit allows)",
-    )
-    p.add_argument(
-        "--header-timeout",
-        type=non_negative(float),
-        default=10.0,
-        help="close a connection that has not sent its request headers in this many seconds",
-    )
-    p.add_argument(
-        "--replay-budget",
-        type=non_negative(int),
-        default=4 * 1024 * 1024,
-        metavar="BYTES",
-        help="replayed bytes a second per client address on resume; 0 is unlimited",
-    )
-    p.add_argument("--verbose-health", action="store_true", help="show file paths and error text in /healthz")
+    add_guard_options(p)
     p.add_argument("--demo", action="store_true", help="write synthetic storagenode logs and serve them")
     p.add_argument("--demo-dir", type=Path, default=None, help="where --demo writes its logs")
     p.add_argument("--demo-rate", type=non_negative(float), default=5.0, help="demo transfers a second per node")
@@ -143,15 +78,11 @@ def build_config(args: argparse.Namespace) -> Config:
     names = [n.name for n in nodes]
     if len(set(names)) != len(names):
         raise SystemExit(f"monitor: node names must be unique, got {', '.join(names)}")
-    default_clients = listener.default_max_clients(listener.descriptor_limit())
     return Config(
         nodes=nodes, host=args.host, port=args.port, db=db, from_start=args.from_start or args.demo,
         heartbeat=args.heartbeat, send_timeout=args.send_timeout, queue_size=args.queue_size, sndbuf=args.sndbuf,
         rate_limit=args.rate_limit, rate_burst=max(2 * args.rate_limit, 1.0),
-        allowed_origins=args.allow_origin, demo_dir=demo_dir, demo_rate=args.demo_rate,
-        allowed_hosts=args.allow_host, token=args.token, header_timeout=args.header_timeout,
-        max_clients=args.max_clients if args.max_clients is not None else default_clients,
-        replay_budget=args.replay_budget, verbose_health=args.verbose_health,
+        demo_dir=demo_dir, demo_rate=args.demo_rate, **guard_settings(args),
     )  # fmt: skip
 
 
@@ -204,24 +135,6 @@ async def serve(config: Config) -> None:
                 await demo
         await stop_runner(runner)
     log.info("stopped")
-
-
-def warn_if_exposed(config: Config) -> None:
-    if is_loopback(config.host):
-        return
-    log.warning(
-        "listening on %s, not loopback: anyone who can reach it can watch the dashboard%s",
-        config.host, "" if config.token else " (give --token to require one)",
-    )  # fmt: skip
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -115,3 +115,21 @@ def check(request: web.Request, config: Config, clients: int) -> web.HTTPExcepti
     if clients >= config.max_clients > 0:
         return refusal(web.HTTPServiceUnavailable, "too many clients")
     return None
+
+
+def warn_if_exposed(config: Config) -> None:
+    if is_loopback(config.host):
+        return
+    log.warning(
+        "listening on %s, not loopback: anyone who can reach it can watch the dashboard%s",
+        config.host, "" if config.token else " (give --token to require one)",
+    )  # fmt: skip
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from monitor.__main__ import is_loopback
+from monitor.access import is_loopback
 from tests.hostile import read_for, request
 from tests.monitor_proc import monitor_process
 
