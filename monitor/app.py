@@ -17,7 +17,7 @@ from aiohttp import WSMsgType, web
 from monitor import __version__
 from monitor.access import make_access_middleware
 from monitor.config import Config
-from monitor.guard import guard_frames, parse_since
+from monitor.guard import check_masks, parse_since
 from monitor.health import public_nodes, storage_status
 from monitor.hub import CloseCode, Hub, dumps
 from monitor.ingest import Ingest
@@ -213,12 +213,12 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(
         heartbeat=config.heartbeat, max_msg_size=config.max_message_bytes, compress=False, writer_limit=WRITER_LIMIT
     )
+    check_masks(request, ws)
     try:
         await ws.prepare(request)
     except (ConnectionError, RuntimeError) as exc:
         log.debug("handshake did not complete: %r", exc)
         return ws
-    guard_frames(request, ws)
     limit_send_buffer(request, config.sndbuf)
     if state.closing:
         # Accepted while shutting down, after every registered client was closed: close this one too.

@@ -122,14 +122,29 @@ def payload_length(head: bytes) -> int:
     return flag
 
 
-def guard_frames(request: web.Request, ws: web.WebSocketResponse) -> None:
-    """Put ``MaskCheck`` in front of the connection's WebSocket parser (after ``prepare``).
+def check_masks(request: web.Request, ws: web.WebSocketResponse) -> None:
+    """Put ``MaskCheck`` in front of the connection's WebSocket parser; call before ``prepare``.
 
-    aiohttp has no hook for this: the parser and its queue are private attributes, so if a new
-    aiohttp moves them the check is skipped rather than breaking the connection."""
-    protocol = request.protocol
-    parser = getattr(protocol, "_payload_parser", None)
-    queue = getattr(ws, "_reader", None)
-    if parser is None or queue is None or isinstance(parser, MaskCheck):
+    aiohttp has no hook for this: ``prepare`` makes the parser and at once feeds it whatever the
+    client sent right after its request, so the check goes in at that moment (wrapping the
+    response's ``_post_start``), with those early bytes held back and then fed through it. The
+    parser, its queue and the early bytes are private attributes: if a new aiohttp moves them, the
+    check is skipped rather than breaking the connection.
+    """
+    handler = request.protocol
+    post_start = getattr(ws, "_post_start", None)
+    if post_start is None or not hasattr(handler, "_message_tail"):
         return
-    protocol._payload_parser = MaskCheck(parser, queue)  # type: ignore[attr-defined]
+
+    def post_start_checked(*args: Any) -> None:
+        early = handler._message_tail  # type: ignore[union-attr]
+        handler._message_tail = b""  # type: ignore[union-attr]
+        post_start(*args)
+        parser = getattr(handler, "_payload_parser", None)
+        queue = getattr(ws, "_reader", None)
+        if parser is not None and queue is not None:
+            parser = handler._payload_parser = MaskCheck(parser, queue)  # type: ignore[union-attr]
+        if early and parser is not None:
+            parser.feed_data(early)
+
+    ws._post_start = post_start_checked  # type: ignore[method-assign]

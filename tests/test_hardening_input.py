@@ -136,3 +136,20 @@ async def test_masked_frames_split_at_every_byte_still_work(mon):
     pongs = [m["t"] for m in texts(answer) if m["type"] == "pong"]
     assert pongs == [0, 1, 2, None]
     assert close_code(answer) is None
+
+
+@pytest.mark.parametrize(("masked", "close"), [(True, None), (False, 1002)])
+async def test_frames_sent_with_the_handshake_are_checked_too(mon, masked, close):
+    """Bytes that arrive together with the upgrade request are parsed before the handler runs."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", mon.port)
+    writer.write(
+        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        + frame(b'{"type":"ping","t":7}', masked=masked)
+    )
+    await reader.readuntil(b"\r\n\r\n")
+    data, _ = await read_for(reader, 1.5)
+    writer.close()
+    assert close_code(data) == close
+    if masked:
+        assert [m["t"] for m in texts(data) if m["type"] == "pong"] == [7]
