@@ -93,9 +93,10 @@ async def since_nonascii(port: int) -> str:
     results = []
     for since in ("%C2%B2", "1" * 5000):
         reader, writer, head = await upgrade(port, f"/ws?epoch=x&since={since}")
-        results.append(head.split(b"\r\n", 1)[0].decode())
-        await drain_some(reader, 0.3)
+        data = await drain_some(reader, 0.5)
         writer.close()
+        status = head.split(b" ", 2)[1].decode()
+        results.append(f"{status} + resync_required" if b"resync_required" in data else status)
     return "; ".join(results)
 
 
