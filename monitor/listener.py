@@ -105,7 +105,7 @@ class ConnectionGuard(asyncio.Protocol):
         if not self.admitted:
             return
         if self.timer is not None:
-            if END_OF_HEAD in self.tail + data[:4096] or END_OF_HEAD in data:
+            if END_OF_HEAD in self.tail + data:  # tail: the end of the last read, for a split marker
                 self.timer.cancel()
                 self.timer = None
             else:
