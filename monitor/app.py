@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -14,12 +15,16 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from monitor import __version__
+from monitor.access import make_access_middleware
 from monitor.config import Config
+from monitor.guard import check_masks, parse_since
+from monitor.health import public_nodes, storage_status
 from monitor.hub import CloseCode, Hub, dumps
 from monitor.ingest import Ingest
 from monitor.metrics import Metrics
 from monitor.prometheus import make_registry, render
 from monitor.protocol import RateLimit, Session
+from monitor.replay import ReplayBudget, deliver
 from monitor.store import Store
 from monitor.stream import Stream
 from monitor.views import InvalidView, View
@@ -61,6 +66,7 @@ class MonitorState:
         self.registry = make_registry(self.metrics, self.hub, lambda: len(self.stream.pending))
         self.last_status: dict[str, Any] | None = None
         self.closing = False
+        self.replay_budget = ReplayBudget(config.replay_budget)
 
     async def start(self) -> None:
         self.store = await Store.open(self.config.db)
@@ -102,8 +108,7 @@ class MonitorState:
 
     async def stats_message(self, view: View, all_stats: dict[str, dict[str, Any]] | None = None) -> dict:
         if all_stats is None:
-            assert self.store is not None
-            all_stats = await self.store.node_stats(view.select(self.node_names))
+            all_stats = await self.node_stats(view.select(self.node_names))
         nodes = {name: all_stats.get(name, {}) for name in view.select(self.node_names)}
         totals: dict[str, Any] = {key: sum(s.get(key) or 0 for s in nodes.values()) for key in STAT_KEYS}
         times = [s["last_event_ts"] for s in nodes.values() if s.get("last_event_ts")]
@@ -120,10 +125,20 @@ class MonitorState:
         groups = self.hub.by_view()
         if not groups or self.store is None:
             return
-        all_stats = await self.store.node_stats(None)
+        all_stats = await self.node_stats(None)
         for view, clients in groups.items():
             message = await self.stats_message(view, all_stats)
             self.hub.broadcast_text(dumps(message), clients)
+
+    async def node_stats(self, nodes: list[str] | None) -> dict[str, dict[str, Any]]:
+        """Counters from the store; none (and a storage failure reported) when it cannot be read."""
+        assert self.store is not None
+        try:
+            return await self.store.node_stats(nodes)
+        except sqlite3.Error as exc:
+            if self.ingest is not None:
+                self.ingest.storage.failed(exc)
+            return {}
 
     def status_message(self) -> dict[str, Any]:
         nodes = self.ingest.node_status() if self.ingest is not None else {}
@@ -185,15 +200,9 @@ class AiohttpSink:
             self.transport.abort()
 
 
-def origin_allowed(request: web.Request, allowed: list[str]) -> bool:
-    return not allowed or request.headers.get("Origin") in allowed
-
-
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    config = state.config
-    if not origin_allowed(request, config.allowed_origins):
-        raise web.HTTPForbidden(text="origin not allowed")
+    config = state.config  # Host, Origin, token and the client cap: checked by monitor.access
     try:
         view = View.parse(request.query.get("view", "all"), state.node_names)
     except InvalidView as exc:
@@ -204,6 +213,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(
         heartbeat=config.heartbeat, max_msg_size=config.max_message_bytes, compress=False, writer_limit=WRITER_LIMIT
     )
+    check_masks(request, ws)
     try:
         await ws.prepare(request)
     except (ConnectionError, RuntimeError) as exc:
@@ -217,15 +227,14 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     client = state.hub.register(AiohttpSink(ws, request.transport), request.remote or "?", view)
     limit = RateLimit(rate=config.rate_limit, burst=config.rate_burst, tokens=config.rate_burst)
     session = Session(
-        client, state.hub, state.stream, state.node_names, state.stats_message, state.metrics, limit
-    )
+        client, state.hub, state.stream, state.node_names, state.stats_message, state.metrics, limit,
+        state.replay_budget,
+    )  # fmt: skip
     state.hub.send(client, state.init_message(view))
     if "epoch" in request.query:
-        since = request.query.get("since", "")
-        plan = state.stream.plan_resume(
-            request.query["epoch"], int(since) if since.isdigit() else since, session.init_seq
-        )
-        state.stream.deliver_resume(client, plan)
+        since = parse_since(request.query.get("since", ""))
+        plan = state.stream.plan_resume(request.query["epoch"], since, session.init_seq)
+        deliver(state.stream, state.hub, client, plan, state.replay_budget)
     state.hub.send(client, state.status_message())
     try:
         state.hub.send(client, await state.stats_message(view))
@@ -245,6 +254,13 @@ def limit_send_buffer(request: web.Request, size: int) -> None:
 
 
 async def receive_loop(ws: web.WebSocketResponse, session: Session) -> None:
+    try:
+        await _receive(ws, session)
+    except ConnectionError as exc:  # e.g. aiohttp's automatic pong to a client that has vanished
+        log.debug("client %d: connection lost: %r", session.client.id, exc)
+
+
+async def _receive(ws: web.WebSocketResponse, session: Session) -> None:
     async for msg in ws:
         if msg.type is WSMsgType.TEXT:
             await session.on_text(msg.data)
@@ -264,17 +280,21 @@ async def index(request: web.Request) -> web.FileResponse:
 
 async def healthz(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    verbose = state.config.verbose_health
+    storage = storage_status(state.ingest.storage if state.ingest is not None else None, verbose)
+    nodes = state.ingest.node_status() if state.ingest is not None else {}
     body = {
-        "status": "ok",
+        "status": "ok" if storage["ok"] else "degraded",
         "version": __version__,
         "epoch": state.stream.epoch,
         "seq": state.stream.seq,
         "clients": len(state.hub.clients),
         "uptime_s": round(time.time() - state.started_at, 3),
         "events_persisted": state.metrics.events_persisted,
-        "nodes": state.ingest.node_status() if state.ingest is not None else {},
+        "storage": storage,
+        "nodes": public_nodes(nodes, verbose),
     }
-    return web.json_response(body)
+    return web.json_response(body, status=200 if storage["ok"] else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -296,8 +316,10 @@ async def _on_cleanup(app: web.Application) -> None:
 
 
 def create_app(config: Config) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024)
-    app[STATE] = MonitorState(config)
+    state = MonitorState(config)
+    access = make_access_middleware(config, lambda: len(state.hub.clients))
+    app = web.Application(client_max_size=64 * 1024, middlewares=[access])
+    app[STATE] = state
     app.router.add_get("/", index)
     app.router.add_get("/ws", websocket_handler)
     app.router.add_get("/healthz", healthz)

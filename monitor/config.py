@@ -29,5 +29,11 @@ class Config:
     rate_limit: float = 50.0
     rate_burst: float = 100.0
     allowed_origins: list[str] = field(default_factory=list)
+    allowed_hosts: list[str] = field(default_factory=list)
+    token: str | None = None
+    max_clients: int = 0  # 0: no cap of its own (the command line derives one from the descriptor limit)
+    header_timeout: float = 10.0
+    verbose_health: bool = False
+    replay_budget: int = 4 * 1024 * 1024  # replay bytes a second per client address; 0: unlimited
     demo_dir: Path | None = None
     demo_rate: float = 5.0

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from monitor.health import StorageHealth
 from monitor.logparse import parse_line, to_event
 from monitor.metrics import Metrics
 from monitor.store import FileOffset, Store
@@ -72,6 +73,7 @@ class Ingest:
         self._tasks: list[asyncio.Task[None]] = []
         self._persister: asyncio.Task[None] | None = None
         self._stopping = False
+        self.storage = StorageHealth()
 
     async def start(self) -> None:
         offsets = await self._store.load_offsets()
@@ -137,13 +139,16 @@ class Ingest:
         while True:
             attempt += 1
             try:
-                return await self._store.write_batch_new(events, offsets)
-            except Exception:
+                new = await self._store.write_batch_new(events, offsets)
+            except Exception as exc:
                 if self._stopping and attempt >= STOP_WRITE_ATTEMPTS:
                     raise
-                log.exception("ingest: store write failed (attempt %d), retrying", attempt)
+                self.storage.failed(exc)  # one ERROR a minute, not one per attempt
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+                continue
+            self.storage.succeeded()
+            return new
 
 
 class _Tailer:

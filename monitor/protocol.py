@@ -11,6 +11,7 @@ from typing import Any
 
 from monitor.hub import Client, CloseCode, Hub
 from monitor.metrics import Metrics
+from monitor.replay import ReplayBudget, deliver
 from monitor.stream import Stream
 from monitor.views import InvalidView, View
 
@@ -68,6 +69,7 @@ class Session:
         stats: StatsSource,
         metrics: Metrics,
         limit: RateLimit | None = None,
+        replay: ReplayBudget | None = None,
     ) -> None:
         self.client = client
         self.hub = hub
@@ -76,6 +78,7 @@ class Session:
         self.stats = stats
         self.metrics = metrics
         self.limit = limit or RateLimit()
+        self.replay = replay
         self.init_seq = stream.seq
 
     def reply(self, payload: dict[str, Any]) -> None:
@@ -100,6 +103,9 @@ class Session:
             request = json.loads(text)
         except ValueError as exc:
             self.reject("bad_json", f"not valid JSON: {exc}")
+            return
+        except RecursionError:
+            self.reject("too_deep", "JSON nested too deeply")
             return
         if not isinstance(request, dict) or not isinstance(request.get("type"), str):
             self.reject("bad_request", 'a request is a JSON object with a string "type"')
@@ -150,4 +156,4 @@ class Session:
 
     async def _resume(self, request: dict[str, Any]) -> None:
         plan = self.stream.plan_resume(request.get("epoch"), request.get("since"), self.init_seq)
-        self.stream.deliver_resume(self.client, plan)
+        deliver(self.stream, self.hub, self.client, plan, self.replay)

@@ -64,10 +64,11 @@ def wait_healthy(mon: MonitorProcess, timeout: float = 15.0) -> None:
 
 
 @contextmanager
-def monitor_process(tmp_path: Path, nodes: dict[str, Path], *extra: str, port: int | None = None
-                    ) -> Iterator[MonitorProcess]:
+def monitor_process(tmp_path: Path, nodes: dict[str, Path], *extra: str, port: int | None = None,
+                    wrapper: tuple[str, ...] = ()) -> Iterator[MonitorProcess]:
+    """``wrapper`` runs the monitor under another command, e.g. ``("prlimit", "--nofile=64")``."""
     port = port or free_port()
-    args = [sys.executable, "-m", "monitor", "--port", str(port), "--db", str(tmp_path / "monitor.db"),
+    args = [*wrapper, sys.executable, "-m", "monitor", "--port", str(port), "--db", str(tmp_path / "monitor.db"),
             "--log-format", "json", *extra]
     for name, path in nodes.items():
         args += ["--node", f"{name}:{path}"]

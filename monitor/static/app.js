@@ -117,7 +117,9 @@
     clearTimer("retry");
     clearTimer("countdown");
     setConnState("connecting");
-    const url = `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws`;
+    const token = new URLSearchParams(location.search).get("token");  // a monitor run with --token
+    const query = token ? `?token=${encodeURIComponent(token)}` : "";
+    const url = `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws${query}`;
     let sock;
     try { sock = new WebSocket(url); } catch (e) {
       recordError("connect: " + (e && e.message));
