@@ -561,11 +561,13 @@ class Target:
                 self._record_exit()
                 return
             values.update(self._process_stats())
+            sockets = established_on(self._tracked_processes(), self.port) if self._ps is not None else None
             if self.counts_sockets:
-                clients = established_on(self._tracked_processes(), self.port) if self._ps is not None else None
-                self.history.record("metrics", clients=clients, values=values, source="sockets")
+                self.history.record("metrics", clients=sockets, values=values, source="sockets")
             else:
-                self.history.record("metrics", clients=clients, values=values)
+                # sockets: the connections the process still holds open, whatever its gauge says
+                self.history.record("metrics", clients=clients, values=values, sockets=sockets,
+                                    resources=self._resources(values))  # fmt: skip
             next_at = max(next_at, loop.time())
 
     async def _fetch_metrics(self) -> tuple[float | None, dict[str, float]]:
@@ -582,6 +584,11 @@ class Target:
         except (aiohttp.ClientError, TimeoutError, OSError, UnicodeDecodeError):
             return None, {}
         return parse_metrics(text, spec.clients)
+
+    def _resources(self, values: dict[str, float]) -> dict[str, float]:
+        """The values of the target file's resource gauges (``metrics.resources``) this sample has."""
+        names = self.spec.metrics.resources if self.spec.metrics is not None else ()
+        return {name: values[name] for name in names if name in values}
 
     def _process_stats(self) -> dict[str, float]:
         """CPU%, RSS, open files and threads of the target's process and its children."""

@@ -17,6 +17,7 @@ import json
 import logging
 import struct
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -107,7 +108,7 @@ class BroadcastResult:
         self.evicted += other.evicted
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False, slots=True, weakref_slot=True)
 class Client:
     id: int
     sink: Sink
@@ -121,6 +122,11 @@ class Client:
     sent: int = 0
     sending: bool = False  # the writer is in the middle of a send (possibly waiting for the socket)
     direct_limit: int = -1  # write straight to the sink while it buffers at most this much; -1 never
+
+
+# Every Client object still alive (registered or not): a client the hub forgot but something still
+# holds shows here, as the monitor_client_objects gauge.
+LIVE_CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()
 
 
 class Hub:
@@ -145,6 +151,7 @@ class Hub:
     def register(self, sink: Sink, remote: str, view: View) -> Client:
         client = Client(next(self._ids), sink, remote, view, direct_limit=sink.high_water)
         self.clients[client.id] = client
+        LIVE_CLIENTS.add(client)
         self.metrics.connections_total += 1
         self.metrics.clients_connected = len(self.clients)
         return client
