@@ -287,27 +287,33 @@ class Hub:
         wake = client.wake
         if wake is None:
             wake = client.wake = asyncio.Event()
-        while True:
-            while not client.queue:
-                wake.clear()
-                await wake.wait()
-            data = client.queue.popleft()
-            client.sending = True
-            try:
-                outcome = await send_text(client.sink, data, self.send_timeout)
-            finally:
-                client.sending = False
-            if outcome is SendOutcome.OK:
-                client.sent += 1
-                self.metrics.messages_sent += 1
-                self.metrics.bytes_sent += len(data)
-                continue
-            self.metrics.send_failures[outcome.value] += 1
-            if outcome is SendOutcome.TIMEOUT:
-                self.evict(client, "send_timeout", CloseCode.SEND_TIMEOUT)
-            else:
-                self.evict(client, "send_failed", CloseCode.GOING_AWAY)
-            return
+        try:
+            while True:
+                while not client.queue:
+                    wake.clear()
+                    await wake.wait()
+                data = client.queue.popleft()
+                client.sending = True
+                try:
+                    outcome = await send_text(client.sink, data, self.send_timeout)
+                finally:
+                    client.sending = False
+                if outcome is SendOutcome.OK:
+                    client.sent += 1
+                    self.metrics.messages_sent += 1
+                    self.metrics.bytes_sent += len(data)
+                    continue
+                self.metrics.send_failures[outcome.value] += 1
+                if outcome is SendOutcome.TIMEOUT:
+                    self.evict(client, "send_timeout", CloseCode.SEND_TIMEOUT)
+                else:
+                    self.evict(client, "send_failed", CloseCode.GOING_AWAY)
+                return
+        except asyncio.CancelledError:
+            # The cancelled task keeps this frame in its exception's traceback and the client keeps the
+            # task: without this, an evicted client lives on in that cycle until the cycle collector runs.
+            del client
+            raise
 
     async def close_all(self, code: int = CloseCode.GOING_AWAY) -> None:
         """Close every client concurrently, each bounded by ``close_timeout``, aborting laggards."""
