@@ -75,3 +75,14 @@ class StuckChurn(Fault):
             how = (f"the target ended only {self.ended} of {self.started} clients that stopped reading within "
                    f"{self.params['wait']:g}s each: they were not evicted")  # fmt: skip
             self.subject().record(ctx.history, False, how, **figures)
+
+
+class Rejoin(Fault):
+    """Every connected client of the cohort resets its connection and reconnects at once (resuming
+    where it was): each comes back as a new connection, after whoever joined meanwhile."""
+
+    type = "rejoin"
+
+    async def apply(self, ctx: FaultContext) -> None:
+        clients = [c for c in ctx.cohorts[self.spec.cohort or ""].probes if c.connected]
+        await asyncio.gather(*(c.abort(resume_after=True) for c in clients))
