@@ -12,18 +12,19 @@ from harness.history import History
 from tests.test_checkers import close, connect, ctx_for, eviction_history, rec
 
 
-def sockets(h: History, points: list[tuple[float, int, int]]) -> None:
-    """Metrics samples with the registry gauge and the target's ESTABLISHED connections."""
-    for t, registry, established in points:
-        rec(h, t, "metrics", clients=registry, values={}, sockets=established)
+def sockets(h: History, points: list[tuple[float, int, list[int]]]) -> None:
+    """Metrics samples with the registry gauge and the target's ESTABLISHED connections (remote ports)."""
+    for t, registry, peers in points:
+        rec(h, t, "metrics", clients=registry, values={}, peers=peers)
 
 
-# -- eviction: the connection must end -------------------------------------------------------
+OLD = [101, 102, 103, 104, 900]  # the four clients' connections and the harness's metrics scrape
+GOOD = [101, 102, 900]  # g-0 and g-1 stay
 
 
 def test_eviction_fails_when_the_registry_drops_but_the_connections_stay() -> None:
     h = eviction_history([], stuck_close_t=None)
-    sockets(h, [(0.6, 4, 5), (1.5, 4, 5), (2.0, 2, 5), (3.0, 2, 5), (5.0, 2, 5), (7.0, 2, 5)])
+    sockets(h, [(0.6, 4, OLD), (1.5, 4, OLD), (2.0, 2, OLD), (3.0, 2, OLD), (5.0, 2, OLD), (7.0, 2, OLD)])
     verdict = CHECKERS["eviction"](ctx_for(h), {"cohort": "victims", "within": 3.0})
     assert verdict.status == "fail", verdict.summary
     assert "connections stayed open" in verdict.summary and "2 more connection(s)" in verdict.summary
@@ -31,11 +32,18 @@ def test_eviction_fails_when_the_registry_drops_but_the_connections_stay() -> No
 
 def test_eviction_passes_when_registry_and_connections_both_drop() -> None:
     h = eviction_history([], stuck_close_t=None)
-    # one connection more than the registry throughout: the harness's own metrics scrape
-    sockets(h, [(0.6, 4, 5), (1.5, 4, 5), (2.0, 2, 5), (2.5, 2, 3), (4.0, 2, 3)])
+    sockets(h, [(0.6, 4, OLD), (1.5, 4, OLD), (2.0, 2, OLD), (2.5, 2, GOOD), (4.0, 2, GOOD)])
     verdict = CHECKERS["eviction"](ctx_for(h), {"cohort": "victims", "within": 3.0})
     assert verdict.status == "pass", verdict.summary
     assert verdict.figures["evicted_after_s"] == pytest.approx(1.5)
+
+
+def test_eviction_new_connections_after_the_fault_are_not_the_victims_kept() -> None:
+    """Connections opened after the fault (reconnects held by a cut proxy) are not the old ones."""
+    h = eviction_history([], stuck_close_t=None)
+    sockets(h, [(0.6, 4, OLD), (2.0, 2, OLD), (2.5, 2, [*GOOD, 201, 202]), (4.0, 2, [*GOOD, 201, 202])])
+    verdict = CHECKERS["eviction"](ctx_for(h), {"cohort": "victims", "within": 3.0})
+    assert verdict.status == "pass", verdict.summary
 
 
 def test_eviction_without_a_socket_count_judges_the_registry_alone() -> None:

@@ -75,8 +75,8 @@ def check_eviction(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
     held = watched - set(ends)
     if held and case.heal_t is not None:
         return _held_until_heal(case, sorted(held))
-    base = _socket_excess(samples)
-    timeline = [_registry_point(ctx, case, s, opts["expected"], base) for s in samples if s["t"] >= t0]
+    kept = _kept_connections(ctx, case, samples)
+    timeline = [_registry_point(ctx, case, s, opts["expected"], kept) for s in samples if s["t"] >= t0]
     figures: Figures = {"t0": rounded(t0), "within_s": within, "samples": len(timeline), "victims": len(case.victims)}
     done = next((p for p in timeline if _evicted(p)), None)
     if done is not None:
@@ -185,30 +185,44 @@ def _arrived(ctx: CheckContext, victims: frozenset[str], t0: float) -> float:
     return max([t0, *arrivals])
 
 
+@dataclass(frozen=True)
+class Kept:
+    """The target's connections when the fault hit (by remote port), and how many of them were not
+    clients in its registry (its own HTTP connections, the harness's metrics scrape)."""
+
+    at_t0: frozenset[int]
+    extra: int
+
+
+def _kept_connections(ctx: CheckContext, case: Eviction, samples: list[Record]) -> Kept | None:
+    before = [s for s in samples if s["t"] <= case.t0 and s.get("peers") is not None]
+    if not before:
+        return None
+    first = before[-1]
+    return Kept(frozenset(first["peers"]), max(0, len(first["peers"]) - first["clients"]))
+
+
 def _registry_point(
-    ctx: CheckContext, case: Eviction, sample: Record, fixed: int | None, base: int | None
+    ctx: CheckContext, case: Eviction, sample: Record, fixed: int | None, kept: Kept | None
 ) -> dict[str, Any]:
+    t = sample["t"]
+    gone = {c for c in case.victims if not _reconnected(ctx, c, case.t0, t)} | _suspects(ctx, t)
     if fixed is None:
-        t = sample["t"]
-        gone = {c for c in case.victims if not _reconnected(ctx, c, case.t0, t)} | _suspects(ctx, t)
         fixed = sum(ctx.connected_at(c, t) for c in ctx.by_client if c not in gone)
-    point = {"t": sample["t"], "registry": sample["clients"], "expected_at_most": fixed}
-    if base is not None and sample.get("sockets") is not None:
-        point["connections"] = sample["sockets"] - base
+    point = {"t": t, "registry": sample["clients"], "expected_at_most": fixed}
+    if kept is not None and sample.get("peers") is not None:
+        # Of the connections open when the fault hit, only those of clients that rightly stay may remain.
+        stay = sum(ctx.connected_at(c, case.t0) and ctx.connected_at(c, t) and not _reconnected(ctx, c, case.t0, t)
+                   for c in ctx.by_client if c not in gone and c not in case.victims)  # fmt: skip
+        point["old_connections"] = len(kept.at_t0 & set(sample["peers"]))
+        point["old_expected_at_most"] = stay + kept.extra
     return point
 
 
 def _evicted(point: dict[str, Any]) -> bool:
     """Out of the registry and, where the target's socket table shows, its connection ended too."""
-    limit = point["expected_at_most"]
-    return point["registry"] <= limit and point.get("connections", limit) <= limit
-
-
-def _socket_excess(samples: list[Record]) -> int | None:
-    """How many more connections the target holds than its registry counts at the least (its own
-    HTTP connections, the harness's metrics scrape): None without a socket count."""
-    excess = [s["sockets"] - s["clients"] for s in samples if s.get("sockets") is not None]
-    return max(0, min(excess)) if excess else None
+    old = point.get("old_connections")
+    return point["registry"] <= point["expected_at_most"] and (old is None or old <= point["old_expected_at_most"])
 
 
 def _reconnected(ctx: CheckContext, client: str, since: float, t: float) -> bool:
@@ -232,7 +246,7 @@ def _suspects(ctx: CheckContext, t: float) -> frozenset[str]:
 
 
 def _sockets_kept(case: Eviction, dropped: dict[str, Any], timeline: list[dict[str, Any]], figures: Figures) -> Verdict:
-    held = max(0, dropped.get("connections", 0) - dropped["expected_at_most"])
+    held = max(0, dropped.get("old_connections", 0) - dropped.get("old_expected_at_most", 0))
     summary = (f"{case.describe()} left the registry by t={dropped['t']:.2f}s but their connections stayed "
                f"open: the target still held {held} more connection(s) than the clients it should keep "
                "(ESTABLISHED in its socket table) through the bound")  # fmt: skip
