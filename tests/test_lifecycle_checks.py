@@ -185,3 +185,42 @@ def test_leaks_unknown_when_the_churn_did_not_bite() -> None:
 def test_leaks_not_applicable_when_no_fault_churned_the_cohort() -> None:
     verdict = CHECKERS["leaks"](ctx_for(leak_history({})), {"cohort": "elsewhere"})
     assert (verdict.status, verdict.unknown_reason) == ("unknown", "not_applicable")
+
+
+# -- rate limit ----------------------------------------------------------------------------------
+
+
+def chatty_history(*, error_t: float | None = None, close_t: float | None = None, bit: bool = True) -> History:
+    h = History()
+    connect(h, 0.0, "chatty-0", "chatty")
+    rec(h, 1.0, "fault_start", fault="chatty", type="chatty", cohort="chatty", params={"rate": 25.0})
+    if error_t is not None:
+        rec(h, error_t, "notice", client="chatty-0", type="error", body={"code": "rate_limited"})
+    if close_t is not None:
+        close(h, close_t, "chatty-0", "chatty", 1008, "server")
+    figures = {"clients": 1, "requests_sent": 250, "requests_planned": 250, "rate": 25.0}
+    rec(h, 11.0, "fault_bite", fault="chatty", type="chatty", cohort="chatty", bit=bit, how="sent", figures=figures)
+    rec(h, 11.0, "fault_heal", fault="chatty", type="chatty", cohort="chatty")
+    return h
+
+
+def rate_limit(h: History) -> Any:
+    cohorts = {"chatty": CohortInfo("chatty", 1, "probe")}
+    return CHECKERS["rate_limit"](ctx_for(h, cohorts=cohorts), {"cohort": "chatty"})
+
+
+def test_rate_limit_passes_when_legitimate_clients_are_left_alone() -> None:
+    verdict = rate_limit(chatty_history(error_t=0.5))  # an error before the chatter is not the limiter's
+    assert verdict.status == "pass", verdict.summary
+
+
+@pytest.mark.parametrize("kind", ["error", "close"])
+def test_rate_limit_fails_on_an_error_answer_or_a_close(kind: str) -> None:
+    h = chatty_history(error_t=6.0) if kind == "error" else chatty_history(close_t=11.5)
+    verdict = rate_limit(h)
+    assert verdict.status == "fail", verdict.summary
+
+
+def test_rate_limit_is_unknown_without_chatter_or_when_it_could_not_chat() -> None:
+    assert rate_limit(History()).unknown_reason == "not_applicable"
+    assert rate_limit(chatty_history(bit=False)).unknown_reason == "did_not_bite"
