@@ -193,14 +193,14 @@ def test_leaks_not_applicable_when_no_fault_churned_the_cohort() -> None:
 def chatty_history(*, error_t: float | None = None, close_t: float | None = None, bit: bool = True) -> History:
     h = History()
     connect(h, 0.0, "chatty-0", "chatty")
-    rec(h, 1.0, "fault_start", fault="chatty", type="chatty", cohort="chatty", params={"rate": 25.0})
+    rec(h, 1.0, "fault_start", fault="chatty", type="steady_requests", cohort="chatty", params={"rate": 25.0})
     if error_t is not None:
         rec(h, error_t, "notice", client="chatty-0", type="error", body={"code": "rate_limited"})
     if close_t is not None:
         close(h, close_t, "chatty-0", "chatty", 1008, "server")
     figures = {"clients": 1, "requests_sent": 250, "requests_planned": 250, "rate": 25.0}
-    rec(h, 11.0, "fault_bite", fault="chatty", type="chatty", cohort="chatty", bit=bit, how="sent", figures=figures)
-    rec(h, 11.0, "fault_heal", fault="chatty", type="chatty", cohort="chatty")
+    rec(h, 11.0, "fault_bite", fault="chatty", type="steady_requests", cohort="chatty", bit=bit, how="sent", figures=figures)
+    rec(h, 11.0, "fault_heal", fault="chatty", type="steady_requests", cohort="chatty")
     return h
 
 

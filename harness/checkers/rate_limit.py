@@ -23,7 +23,7 @@ from harness.checkers.victim_closes import SERVER_SIDE, how_closed
 
 @register("rate_limit", "Fair limiting")
 def check_rate_limit(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
-    """While the chatty fault has ``cohort``'s clients send requests below the advertised limit (and
+    """While a steady_requests fault has ``cohort``'s clients send requests below the advertised limit (and
     ``settle_s`` after), none of them gets an error notice (a rate-limit answer is one) and none has
     its connection closed by the target.
 
@@ -33,9 +33,9 @@ def check_rate_limit(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
     """
     opts = parse_options("rate_limit", options, {"settle_s": 1.0}, required=("cohort",))
     cohort = opts["cohort"]
-    start = next((r for r in ctx.history.of("fault_start") if hits(r, cohort) and r.get("type") == "chatty"), None)
+    start = next((r for r in ctx.history.of("fault_start") if hits(r, cohort) and r.get("type") == "steady_requests"), None)
     if start is None:
-        return Verdict.unknown("rate_limit", NOT_APPLICABLE, f"not applicable: no chatty fault on cohort {cohort!r}")
+        return Verdict.unknown("rate_limit", NOT_APPLICABLE, f"not applicable: no steady_requests fault on cohort {cohort!r}")
     bite = unbitten(ctx, cohort)
     if bite is not None:
         return did_not_bite("rate_limit", bite)

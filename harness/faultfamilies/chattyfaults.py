@@ -15,7 +15,7 @@ class Chatty(Fault):
     """Each connected probe client of the cohort sends ``request`` ``rate`` times a second for
     ``duration`` seconds (set ``rate`` to a share of the target's advertised limit, e.g. half)."""
 
-    type = "chatty"
+    type = "steady_requests"
     defaults: ClassVar[dict[str, Any]] = {"rate": 25.0, "duration": 10.0, "request": '{"type":"ping"}'}
 
     def __init__(self, spec: FaultSpec) -> None:
