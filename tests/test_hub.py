@@ -230,7 +230,7 @@ async def test_an_evicted_client_is_freed_at_once_not_by_the_cycle_collector() -
     client, sink = connect(hub)
     behind(sink)
     hub.robust_broadcast({"n": 0})
-    await until(lambda: client.sending, "the writer to take the first message")
+    await until(lambda c=client: c.sending, "the writer to take the first message")
     writer = client.writer
     assert writer is not None
     gc.disable()

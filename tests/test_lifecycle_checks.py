@@ -132,9 +132,7 @@ def leak_history(after: dict[str, float], *, resources: bool = True, bit: bool =
     base = {"num_fds": 16, "num_threads": 2, "rss_bytes": 40e6}
     gauges = {"tasks": 17, "objects": 4}
     for i in range(10):
-        t = 1.0 + i * 0.1
-        values = {**base, **({} if t < 1.0 else {})}
-        rec(h, t, "metrics", clients=4, values=values, resources=gauges if resources else {})
+        rec(h, 1.0 + i * 0.1, "metrics", clients=4, values=base, resources=gauges if resources else {})
     rec(h, 2.0, "fault_start", fault="behind", type="stuck_churn", cohort="behind", params={})
     rec(h, 8.0, "fault_bite", fault="behind", type="stuck_churn", cohort="behind", bit=bit, how="churned", figures={})
     rec(h, 8.0, "fault_heal", fault="behind", type="stuck_churn", cohort="behind")
@@ -199,7 +197,8 @@ def chatty_history(*, error_t: float | None = None, close_t: float | None = None
     if close_t is not None:
         close(h, close_t, "chatty-0", "chatty", 1008, "server")
     figures = {"clients": 1, "requests_sent": 250, "requests_planned": 250, "rate": 25.0}
-    rec(h, 11.0, "fault_bite", fault="chatty", type="steady_requests", cohort="chatty", bit=bit, how="sent", figures=figures)
+    rec(h, 11.0, "fault_bite", fault="chatty", type="steady_requests", cohort="chatty", bit=bit, how="sent",
+        figures=figures)  # fmt: skip
     rec(h, 11.0, "fault_heal", fault="chatty", type="steady_requests", cohort="chatty")
     return h
 

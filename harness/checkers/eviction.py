@@ -140,8 +140,8 @@ def _ended_by_server(case: Eviction, ends: dict[str, Record]) -> Verdict:
     last = max(ends.values(), key=lambda r: r["t"])
     took = max(0.0, last["t"] - case.t0)
     states = ", ".join(sorted({str(r.get("state")) for r in ends.values()}))
-    how = (f"the target ended its side of every victim's connection by t={last['t']:.2f}s "
-           f"(its socket {states}: seen in /proc/net/tcp or by the victim while the harness still held it)")  # fmt: skip
+    how = (f"the target ended its side of every victim's connection by t={last['t']:.2f}s (its socket "
+           f"{states}: seen in /proc/net/tcp or by the victim while the harness still held it)")  # fmt: skip
     figures: Figures = {"t0": rounded(case.t0), "within_s": case.within, "victims": len(case.victims),
                         "evicted_after_s": rounded(took)}  # fmt: skip
     if took <= case.within:

@@ -33,9 +33,11 @@ def check_rate_limit(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
     """
     opts = parse_options("rate_limit", options, {"settle_s": 1.0}, required=("cohort",))
     cohort = opts["cohort"]
-    start = next((r for r in ctx.history.of("fault_start") if hits(r, cohort) and r.get("type") == "steady_requests"), None)
+    starts = (r for r in ctx.history.of("fault_start") if hits(r, cohort) and r.get("type") == "steady_requests")
+    start = next(starts, None)
     if start is None:
-        return Verdict.unknown("rate_limit", NOT_APPLICABLE, f"not applicable: no steady_requests fault on cohort {cohort!r}")
+        why = f"not applicable: no steady_requests fault on cohort {cohort!r}"
+        return Verdict.unknown("rate_limit", NOT_APPLICABLE, why)
     bite = unbitten(ctx, cohort)
     if bite is not None:
         return did_not_bite("rate_limit", bite)

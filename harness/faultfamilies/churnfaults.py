@@ -40,22 +40,23 @@ class StuckChurn(Fault):
             self.waves_done += 1
 
     async def _wave(self, ctx: FaultContext, wave: int) -> None:
-        cohort = self.spec.cohort or ""
-        clients = [
-            StuckClient(f"{cohort}-behind-{wave}-{i}", cohort, ctx.target.host, ctx.target.port,
-                        ctx.target.spec.ws_path, ctx.history, answer_heartbeats=True,
-                        rcvbuf=self.params["rcvbuf"], dialect=ctx.dialect)  # fmt: skip
-            for i in range(self.params["clients"])
-        ]
+        clients = [self._client(ctx, f"{self.spec.cohort}-behind-{wave}-{i}") for i in range(self.params["clients"])]
         self.live = clients
         await asyncio.gather(*(c.start() for c in clients))
         connected = [c for c in clients if c.connected]
         self.started += len(connected)
         deadline = asyncio.get_running_loop().time() + self.params["wait"]
-        while any(c.connected for c in connected) and asyncio.get_running_loop().time() < deadline:
+        while True:  # until the target ended them all, or the wait is over
+            if not any(c.connected for c in connected) or asyncio.get_running_loop().time() >= deadline:
+                break
             await asyncio.sleep(0.05)
         self.ended += sum(not c.connected for c in connected)
         await self.release(ctx)
+
+    def _client(self, ctx: FaultContext, name: str) -> StuckClient:
+        target = ctx.target
+        return StuckClient(name, self.spec.cohort or "", target.host, target.port, target.spec.ws_path, ctx.history,
+                           answer_heartbeats=True, rcvbuf=self.params["rcvbuf"], dialect=ctx.dialect)  # fmt: skip
 
     async def undo(self, ctx: FaultContext) -> None:
         await self.cleanup(ctx)
