@@ -434,6 +434,17 @@ class ProbeClient:
         except (ConnectionError, aiohttp.ClientError):
             pass  # the reader records how the connection ended
 
+    async def send_request(self, text: str) -> bool:
+        """Send one text frame (a request in the target's protocol); False when not connected."""
+        ws = self._live_ws()
+        if ws is None:
+            return False
+        try:
+            await ws.send_str(text)
+        except (ConnectionError, aiohttp.ClientError):
+            return False  # the reader records how the connection ended
+        return True
+
     def stop_reading(self) -> None:
         """Stop calling receive(): aiohttp queues about 128 KiB, then pauses the socket, and the
         kernel buffers fill until the server's sends block."""

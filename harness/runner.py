@@ -195,14 +195,19 @@ async def heal(run: Run, name: str, progress: Progress) -> None:
         await run.faults[name].heal(run.contexts[name])
 
 
+def drain_clients(run: Run) -> list[ProbeClient]:
+    """The clients the drain waits for: every connected probe client, faulted cohorts' too (their
+    delivery may be judged, and it deserves the same time to arrive)."""
+    return [c for cohort in run.cohorts.values() for c in cohort.clients if isinstance(c, ProbeClient) and c.connected]
+
+
 async def wait_for_drain(run: Run, feed: Feed) -> None:
-    """After the feed stops, give healthy clients a moment to receive the last events."""
+    """After the feed stops, give connected clients a moment to receive the last events."""
     want = len(feed.fed)
     deadline = time.monotonic() + DRAIN_TIMEOUT
-    healthy = [c for name, cohort in run.cohorts.items() if name not in run.faulted
-               for c in cohort.clients if isinstance(c, ProbeClient) and c.connected]  # fmt: skip
+    clients = drain_clients(run)
     while time.monotonic() < deadline:
-        if all(c.events >= want for c in healthy):
+        if all(c.events >= want for c in clients):
             return
         await asyncio.sleep(0.05)
 

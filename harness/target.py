@@ -93,18 +93,20 @@ def _port_holder(host: str, port: int) -> str:
     return ""
 
 
-def established_on(processes: list[psutil.Process], port: int) -> int | None:
-    """How many ESTABLISHED TCP connections ``processes`` hold on their local ``port`` (the clients a
-    server without a registry gauge holds); None when the system does not tell."""
-    count, told = 0, False
+def established_peers(processes: list[psutil.Process], port: int) -> list[int] | None:
+    """The remote ports of the ESTABLISHED TCP connections ``processes`` hold on their local ``port``
+    (each names one connection across samples); None when the system does not tell."""
+    peers: list[int] = []
+    told = False
     for process in processes:
         try:
             connections = process.net_connections(kind="tcp")
         except psutil.Error:
             continue
         told = True
-        count += sum(c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port for c in connections)
-    return count if told else None
+        peers += [c.raddr.port for c in connections
+                  if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port and c.raddr]  # fmt: skip
+    return sorted(peers) if told else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -561,11 +563,14 @@ class Target:
                 self._record_exit()
                 return
             values.update(self._process_stats())
+            peers = established_peers(self._tracked_processes(), self.port) if self._ps is not None else None
             if self.counts_sockets:
-                clients = established_on(self._tracked_processes(), self.port) if self._ps is not None else None
-                self.history.record("metrics", clients=clients, values=values, source="sockets")
+                sockets = None if peers is None else len(peers)
+                self.history.record("metrics", clients=sockets, values=values, source="sockets")
             else:
-                self.history.record("metrics", clients=clients, values=values)
+                # peers: the connections the process still holds open (by remote port), whatever its gauge says
+                self.history.record("metrics", clients=clients, values=values, peers=peers,
+                                    resources=self._resources(values))  # fmt: skip
             next_at = max(next_at, loop.time())
 
     async def _fetch_metrics(self) -> tuple[float | None, dict[str, float]]:
@@ -582,6 +587,11 @@ class Target:
         except (aiohttp.ClientError, TimeoutError, OSError, UnicodeDecodeError):
             return None, {}
         return parse_metrics(text, spec.clients)
+
+    def _resources(self, values: dict[str, float]) -> dict[str, float]:
+        """The values of the target file's resource gauges (``metrics.resources``) this sample has."""
+        names = self.spec.metrics.resources if self.spec.metrics is not None else ()
+        return {name: values[name] for name in names if name in values}
 
     def _process_stats(self) -> dict[str, float]:
         """CPU%, RSS, open files and threads of the target's process and its children."""

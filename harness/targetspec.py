@@ -87,6 +87,10 @@ class LogSpec:
 class MetricsSpec:
     path: str = "/metrics"
     clients: str | None = None  # the gauge giving the registry size
+    resources: tuple[str, ...] = ()  # gauges of per-client resources (tasks, objects): the leaks check
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "resources", tuple(self.resources or ()))
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import json
 import logging
 import struct
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -107,7 +108,7 @@ class BroadcastResult:
         self.evicted += other.evicted
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False, slots=True, weakref_slot=True)
 class Client:
     id: int
     sink: Sink
@@ -121,6 +122,11 @@ class Client:
     sent: int = 0
     sending: bool = False  # the writer is in the middle of a send (possibly waiting for the socket)
     direct_limit: int = -1  # write straight to the sink while it buffers at most this much; -1 never
+
+
+# Every Client object still alive (registered or not): a client the hub forgot but something still
+# holds shows here, as the monitor_client_objects gauge.
+LIVE_CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()
 
 
 class Hub:
@@ -145,6 +151,7 @@ class Hub:
     def register(self, sink: Sink, remote: str, view: View) -> Client:
         client = Client(next(self._ids), sink, remote, view, direct_limit=sink.high_water)
         self.clients[client.id] = client
+        LIVE_CLIENTS.add(client)
         self.metrics.connections_total += 1
         self.metrics.clients_connected = len(self.clients)
         return client
@@ -280,27 +287,33 @@ class Hub:
         wake = client.wake
         if wake is None:
             wake = client.wake = asyncio.Event()
-        while True:
-            while not client.queue:
-                wake.clear()
-                await wake.wait()
-            data = client.queue.popleft()
-            client.sending = True
-            try:
-                outcome = await send_text(client.sink, data, self.send_timeout)
-            finally:
-                client.sending = False
-            if outcome is SendOutcome.OK:
-                client.sent += 1
-                self.metrics.messages_sent += 1
-                self.metrics.bytes_sent += len(data)
-                continue
-            self.metrics.send_failures[outcome.value] += 1
-            if outcome is SendOutcome.TIMEOUT:
-                self.evict(client, "send_timeout", CloseCode.SEND_TIMEOUT)
-            else:
-                self.evict(client, "send_failed", CloseCode.GOING_AWAY)
-            return
+        try:
+            while True:
+                while not client.queue:
+                    wake.clear()
+                    await wake.wait()
+                data = client.queue.popleft()
+                client.sending = True
+                try:
+                    outcome = await send_text(client.sink, data, self.send_timeout)
+                finally:
+                    client.sending = False
+                if outcome is SendOutcome.OK:
+                    client.sent += 1
+                    self.metrics.messages_sent += 1
+                    self.metrics.bytes_sent += len(data)
+                    continue
+                self.metrics.send_failures[outcome.value] += 1
+                if outcome is SendOutcome.TIMEOUT:
+                    self.evict(client, "send_timeout", CloseCode.SEND_TIMEOUT)
+                else:
+                    self.evict(client, "send_failed", CloseCode.GOING_AWAY)
+                return
+        except asyncio.CancelledError:
+            # The cancelled task keeps this frame in its exception's traceback and the client keeps the
+            # task: without this, an evicted client lives on in that cycle until the cycle collector runs.
+            del client
+            raise
 
     async def close_all(self, code: int = CloseCode.GOING_AWAY) -> None:
         """Close every client concurrently, each bounded by ``close_timeout``, aborting laggards."""

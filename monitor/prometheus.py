@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from monitor.hub import Hub
+from monitor.hub import LIVE_CLIENTS, Hub
 from monitor.metrics import Metrics
 
 
@@ -32,6 +33,8 @@ class MonitorCollector(Collector):
         depths = [len(c.queue) for c in self.hub.clients.values()]
         yield _gauge("monitor_outbound_queue_max", "Longest client outbound queue", max(depths, default=0))
         yield _gauge("monitor_outbound_queue_total", "Messages queued for all clients", sum(depths))
+        yield _gauge("monitor_client_objects", "Client objects alive, in the registry or not", len(LIVE_CLIENTS))
+        yield _gauge("monitor_tasks", "asyncio tasks not yet done", _tasks())
         yield _gauge("monitor_stream_pending", "Persisted events not yet broadcast", self.pending())
         yield _gauge("monitor_ingest_queue", "Lines read and waiting to be stored", m.ingest_queue_depth)
         yield _counter("monitor_lines_read", "Log lines read", m.lines_read)
@@ -42,6 +45,13 @@ class MonitorCollector(Collector):
                        m.ingest_backpressure_waits)
         yield _counter("monitor_file_rotations", "Log rotations followed", m.file_rotations)
         yield _counter("monitor_file_truncations", "Log truncations followed", m.file_truncations)
+
+
+def _tasks() -> int:
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # scraped outside the event loop
+        return 0
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

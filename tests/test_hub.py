@@ -5,12 +5,14 @@ A unit test of the hub's logic: no socket is opened (``no_sockets`` makes any at
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
+import weakref
 
 import pytest
 
-from monitor.hub import BroadcastResult, Client, CloseCode, Hub, dumps
+from monitor.hub import LIVE_CLIENTS, BroadcastResult, Client, CloseCode, Hub, dumps
 from monitor.metrics import Metrics
 from monitor.views import View
 from tests.fakesink import FakeSink, SocketOpened, forbid_sockets, until
@@ -219,3 +221,29 @@ async def test_close_all_closes_every_client_with_going_away() -> None:
     for client, sink in clients:
         assert client.evicted == "shutdown" and sink.aborted
         assert sink.closed_with == (CloseCode.GOING_AWAY, b"shutdown")
+
+
+async def test_an_evicted_client_is_freed_at_once_not_by_the_cycle_collector() -> None:
+    """A writer cancelled mid-send keeps its frame in the task's traceback; the client keeps the task.
+    That cycle must not hold the client: with the collector off, it is gone as soon as it is dropped."""
+    hub = Hub(Metrics(), queue_size=2, send_timeout=60.0, close_timeout=0.05)
+    client, sink = connect(hub)
+    behind(sink)
+    hub.robust_broadcast({"n": 0})
+    await until(lambda c=client: c.sending, "the writer to take the first message")
+    writer = client.writer
+    assert writer is not None
+    gc.disable()
+    try:
+        for n in range(1, 4):
+            hub.robust_broadcast({"n": n})
+        assert client.evicted == "queue_full"
+        await hub.wait_closed()
+        await asyncio.wait([writer])
+        assert writer.cancelled()
+        gone = weakref.ref(client)
+        assert client in LIVE_CLIENTS
+        del client, writer
+        assert gone() is None, "the evicted client is still held"
+    finally:
+        gc.enable()

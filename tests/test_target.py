@@ -260,7 +260,7 @@ def test_missing_target_file(tmp_path: Path) -> None:
 
 def test_bundled_targets_load_and_params_override(tmp_path: Path) -> None:
     spec = bundled_monitor()
-    assert spec.params == {"heartbeat": 2, "send_timeout": 2, "queue_size": 256}
+    assert spec.params == {"heartbeat": 2, "send_timeout": 2, "queue_size": 256, "rate_limit": 50}
     target = Target(spec, tmp_path, History(), params={"heartbeat": 0.5, "not_a_param": 1})
     command = target.command()
     assert command[command.index("--heartbeat") + 1] == "0.5"

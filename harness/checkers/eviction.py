@@ -23,7 +23,7 @@ from harness.checkers.base import (
     rounded,
     unbitten,
 )
-from harness.checkers.victim_closes import seen_by_victims
+from harness.checkers.victim_closes import SERVER_SIDE, how_closed, seen_by_victims
 from harness.optiontypes import NO_NUMBER
 
 
@@ -69,17 +69,22 @@ def check_eviction(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
         return Verdict.unknown("eviction", DID_NOT_BITE, why, [{"cohort": cohort, "problem": "no victim"}])
     t0 = max(_arrived(ctx, victims, t0), _filled(ctx, cohort))
     case = Eviction(cohort, t0, trigger, within, victims, _heal_after(ctx, cohort, t0))
-    ends = _server_ends(ctx, victims)
+    watched = _watched(ctx, victims)
+    ends = {**_seen_ended(ctx, case, watched), **_server_ends(ctx, victims)}
     if len(ends) == len(victims):  # each victim's own socket says it: no registry count needed
         return _ended_by_server(case, ends)
-    held = _watched(ctx, victims) - set(ends)
+    held = watched - set(ends)
     if held and case.heal_t is not None:
         return _held_until_heal(case, sorted(held))
-    timeline = [_registry_point(ctx, case, s, opts["expected"]) for s in samples if s["t"] >= t0]
+    kept = _kept_connections(ctx, case, samples)
+    timeline = [_registry_point(ctx, case, s, opts["expected"], kept) for s in samples if s["t"] >= t0]
     figures: Figures = {"t0": rounded(t0), "within_s": within, "samples": len(timeline), "victims": len(case.victims)}
-    done = next((p for p in timeline if p["registry"] <= p["expected_at_most"]), None)
+    done = next((p for p in timeline if _evicted(p)), None)
     if done is not None:
         return _eviction_done(ctx, case, done, timeline, figures)
+    dropped = next((p for p in timeline if p["registry"] <= p["expected_at_most"]), None)
+    if dropped is not None and dropped["t"] <= t0 + within:
+        return _sockets_kept(case, dropped, timeline, figures)
     return _eviction_missing(ctx, case, timeline, figures)
 
 
@@ -115,6 +120,17 @@ def _filled(ctx: CheckContext, cohort: str) -> float:
                 if r.get("fault") in faults and r.get("bit") and r.get("full_t") is not None), default=0.0)  # fmt: skip
 
 
+def _seen_ended(ctx: CheckContext, case: Eviction, watched: set[str]) -> dict[str, Record]:
+    """The watched victims (straight to the target: nothing in between could end them) that saw their
+    connection end, by the target's close or reset, after ``t0`` and before the heal."""
+    found = {}
+    for client in watched:
+        close = next((r for r in ctx.by_client.get(client, []) if r["kind"] == "close" and r["t"] >= case.t0), None)
+        if close is not None and close.get("by") in SERVER_SIDE and (case.heal_t is None or close["t"] < case.heal_t):
+            found[client] = {**close, "state": f"seen by the victim: {how_closed(close)}"}
+    return found
+
+
 def _server_ends(ctx: CheckContext, victims: frozenset[str]) -> dict[str, Record]:
     """The victims whose connection the target ended while the harness still held its side, as the
     target's own socket showed it (``server_close`` records of the faults that watch send paths)."""
@@ -125,8 +141,8 @@ def _ended_by_server(case: Eviction, ends: dict[str, Record]) -> Verdict:
     last = max(ends.values(), key=lambda r: r["t"])
     took = max(0.0, last["t"] - case.t0)
     states = ", ".join(sorted({str(r.get("state")) for r in ends.values()}))
-    how = (f"the target ended its side of every victim's connection by t={last['t']:.2f}s "
-           f"(its socket {states}: seen in /proc/net/tcp while the harness still held the victims')")  # fmt: skip
+    how = (f"the target ended its side of every victim's connection by t={last['t']:.2f}s (its socket "
+           f"{states}: seen in /proc/net/tcp or by the victim while the harness still held it)")  # fmt: skip
     figures: Figures = {"t0": rounded(case.t0), "within_s": case.within, "victims": len(case.victims),
                         "evicted_after_s": rounded(took)}  # fmt: skip
     if took <= case.within:
@@ -170,22 +186,73 @@ def _arrived(ctx: CheckContext, victims: frozenset[str], t0: float) -> float:
     return max([t0, *arrivals])
 
 
-def _registry_point(ctx: CheckContext, case: Eviction, sample: Record, fixed: int | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Kept:
+    """The target's connections when the fault hit (by remote port), and how many of them were not
+    clients in its registry (its own HTTP connections, the harness's metrics scrape)."""
+
+    at_t0: frozenset[int]
+    extra: int
+
+
+def _kept_connections(ctx: CheckContext, case: Eviction, samples: list[Record]) -> Kept | None:
+    before = [s for s in samples if s["t"] <= case.t0 and s.get("peers") is not None]
+    if not before:
+        return None
+    first = before[-1]
+    return Kept(frozenset(first["peers"]), max(0, len(first["peers"]) - first["clients"]))
+
+
+def _registry_point(
+    ctx: CheckContext, case: Eviction, sample: Record, fixed: int | None, kept: Kept | None
+) -> dict[str, Any]:
+    t = sample["t"]
+    gone = {c for c in case.victims if not _reconnected(ctx, c, case.t0, t)} | _suspects(ctx, t)
     if fixed is None:
-        gone = case.victims | _suspects(ctx, sample["t"])
-        fixed = sum(ctx.connected_at(c, sample["t"]) for c in ctx.by_client if c not in gone)
-    return {"t": sample["t"], "registry": sample["clients"], "expected_at_most": fixed}
+        fixed = sum(ctx.connected_at(c, t) for c in ctx.by_client if c not in gone)
+    point = {"t": t, "registry": sample["clients"], "expected_at_most": fixed}
+    if kept is not None and sample.get("peers") is not None:
+        # Of the connections open when the fault hit, only those of clients that rightly stay may remain.
+        stay = sum(ctx.connected_at(c, case.t0) and ctx.connected_at(c, t) and not _reconnected(ctx, c, case.t0, t)
+                   for c in ctx.by_client if c not in gone and c not in case.victims)  # fmt: skip
+        point["old_connections"] = len(kept.at_t0 & set(sample["peers"]))
+        point["old_expected_at_most"] = stay + kept.extra
+    return point
+
+
+def _evicted(point: dict[str, Any]) -> bool:
+    """Out of the registry and, where the target's socket table shows, its connection ended too."""
+    old = point.get("old_connections")
+    return point["registry"] <= point["expected_at_most"] and (old is None or old <= point["old_expected_at_most"])
+
+
+def _reconnected(ctx: CheckContext, client: str, since: float, t: float) -> bool:
+    """Whether ``client`` opened a new connection after the one a fault at ``since`` hit (the one open
+    then, or its first after it): that new connection is judged afresh, not as the fault's victim."""
+    connects = [r["t"] for r in ctx.by_client.get(client, []) if r["kind"] == "connect" and since < r["t"] <= t]
+    return len(connects) >= (1 if ctx.connected_at(client, since) else 2)
 
 
 def _suspects(ctx: CheckContext, t: float) -> frozenset[str]:
-    """Victims of every fault started by ``t``, in any cohort. Counts alone cannot tell whose entry
-    the server dropped, so a client another fault hit is never counted as rightly connected:
-    otherwise one cohort's eviction could pass for another's."""
+    """Victims of every fault started by ``t``, in any cohort, while the connection it hit lasts.
+    Counts alone cannot tell whose entry the server dropped, so a client another fault hit is not
+    counted as rightly connected: otherwise one cohort's eviction could pass for another's. Once it
+    has reconnected, its new connection counts like any other."""
     found: set[str] = set()
     for fault in ctx.history.of("fault_start"):
         if fault["t"] <= t and fault.get("cohort"):
-            found |= _victims(ctx, fault["cohort"], fault["t"])
+            hit = _victims(ctx, fault["cohort"], fault["t"])
+            found |= {c for c in hit if not _reconnected(ctx, c, fault["t"], t)}
     return frozenset(found)
+
+
+def _sockets_kept(case: Eviction, dropped: dict[str, Any], timeline: list[dict[str, Any]], figures: Figures) -> Verdict:
+    held = max(0, dropped.get("old_connections", 0) - dropped.get("old_expected_at_most", 0))
+    summary = (f"{case.describe()} left the registry by t={dropped['t']:.2f}s but their connections stayed "
+               f"open: the target still held {held} more connection(s) than the clients it should keep "
+               "(ESTABLISHED in its socket table) through the bound")  # fmt: skip
+    evidence = cap_evidence([{**p, "problem": "connection still open"} for p in timeline if p["t"] >= dropped["t"]])
+    return Verdict("eviction", FAIL, summary, evidence, figures)
 
 
 def _still_connected(ctx: CheckContext, case: Eviction, t: float) -> list[dict[str, Any]]:
