@@ -26,6 +26,7 @@ from harness.targetspec import TargetSpec
 log = logging.getLogger(__name__)
 
 TICK = 0.02
+SPLIT_PAUSE = 0.08  # longer than a tailer's poll interval, so it reads the first piece alone
 MAX_CATCH_UP = 0.5  # after a stalled event loop, feed at most this many seconds' worth at once
 DEFAULT_MAX_EVENTS = 1_000_000
 
@@ -48,6 +49,7 @@ class Feed:
         *,
         max_events: int = DEFAULT_MAX_EVENTS,
         placeholders: Mapping[str, Any] | None = None,
+        split_lines: bool = False,
     ) -> None:
         self.spec = spec
         self.workdir = Path(workdir)
@@ -60,6 +62,11 @@ class Feed:
         values = {"workdir": self.workdir, **(placeholders or {})}
         self.sink: Sink | None = make_sink(spec.feed, self.workdir, rng, values) if spec.feed is not None else None
         self.files: Mapping[str, Path] = self.sink.files if isinstance(self.sink, FileSink) else {}
+        if split_lines:
+            if not isinstance(self.sink, FileSink):
+                kind = self.sink.kind if self.sink is not None else "none"
+                raise FeedError(f"feed.split_lines: needs a feed that writes files (line, storagenode_log), not {kind}")
+            self.sink.split = (SPLIT_PAUSE, random.Random(rng.random()))
         self.error: FeedError | None = None
         self.rejected = 0  # events whose delivery failed
         self.first_rejection: str | None = None
@@ -157,6 +164,10 @@ class Feed:
                 except FeedRejected as exc:
                     self._refused(node, batch, exc)
                     continue
+                except asyncio.CancelledError:
+                    if isinstance(self.sink, FileSink):  # it finished writing the batch before it let go
+                        self._delivered(node, batch, sent)
+                    raise
                 delivered += self._delivered(node, batch, sent)
         return delivered
 

@@ -266,9 +266,12 @@ async def target_proxy(toxiproxy: Toxiproxy, target: Target, stack: AsyncExitSta
     return proxy
 
 
-async def start_feed(target: Target, history: History, rate: float, rng: random.Random, stack: AsyncExitStack) -> Feed:
+async def start_feed(
+    target: Target, history: History, rate: float, rng: random.Random, stack: AsyncExitStack, split_lines: bool = False
+) -> Feed:
     """The target's feed at ``rate`` events a second, stopped when ``stack`` closes."""
-    feed = Feed(target.spec, target.workdir, history, rate, rng, placeholders=target.placeholders())
+    feed = Feed(target.spec, target.workdir, history, rate, rng, placeholders=target.placeholders(),
+                split_lines=split_lines)  # fmt: skip
     stack.push_async_callback(feed.stop)
     await feed.start()
     return feed
@@ -297,7 +300,8 @@ async def execute(run: Run, out_dir: Path, progress: Progress, phases: dict[str,
         await start_cohorts(run, stack, out_dir)
         await start_load(run, stack, run_id, out_dir, progress)
         phases["setup_s"] = time.monotonic() - mark
-        feed = await start_feed(run.target, run.history, scenario.feed_rate, run.rng("feed"), stack)
+        feed = await start_feed(run.target, run.history, scenario.feed_rate, run.rng("feed"), stack,
+                                scenario.feed_split_lines)  # fmt: skip
         async with background(probe_liveness(run, liveness_proxy), sample_harness_cpu(run)):
             mark = time.monotonic()
             run.history.record("step", name="steady_before", detail=scenario.steady_state)

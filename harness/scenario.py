@@ -49,6 +49,7 @@ class Scenario:
     checks: dict[str, dict[str, Any]]
     target_params: dict[str, Any] = field(default_factory=dict)
     feed_rate: float | str = 200.0  # events a second, or "50%": a share of the target's capacity
+    feed_split_lines: bool = False  # write each batch's last line in two pieces, with a pause
     steady_state: float = 1.0
     timeout: float = 120.0
     core: bool = True
@@ -84,6 +85,7 @@ def parse(raw: Any, source: str, path: Path | None = None) -> Scenario:
         checks=checks,
         target_params=raw.get("target", {}),
         feed_rate=raw.get("feed", {}).get("rate", 200.0),
+        feed_split_lines=raw.get("feed", {}).get("split_lines", False),
         steady_state=raw.get("steady_state", 1.0),
         timeout=raw.get("timeout", 120.0),
         core=raw.get("core", True),

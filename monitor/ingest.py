@@ -10,6 +10,11 @@ at most one chunk, and a tailer yields to the loop after every chunk.
 Event ids are `node:dev.ino:position`, where position is the line's offset in the node's whole log
 stream (the file's `base` plus its offset in the file), so ids stay unique and stable when a file
 is truncated or a new file reuses an old inode number, and a replay after a restart is idempotent.
+
+Each offset keeps the file's first bytes (its head). A file whose head changed was truncated or
+replaced in place (copytruncate), even when it has since grown past the offset; its old content is
+then looked for in the directory (a file starting with the same head, e.g. `node.log.1`) and read
+from the offset to its end before the file itself is read from its start.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import contextlib
 import io
 import logging
 import os
+import stat
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -33,6 +39,7 @@ from monitor.store import FileOffset, Store
 log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 64 * 1024
+HEAD_SIZE = 256  # bytes of a file's start kept with its offset; a whole storagenode line, mostly
 MAX_LINE = 1024 * 1024  # a longer "line" is skipped rather than buffered without bound
 STOP_WRITE_ATTEMPTS = 3
 
@@ -176,6 +183,7 @@ class _Tailer:
         self._base = 0
         self._pos = 0  # offset after the last complete line
         self._read_pos = 0  # offset of the next byte to read
+        self._head = b""  # the file's first min(read_pos, HEAD_SIZE) bytes
         self._buf = bytearray()
         self._discarding = False  # inside an over-long line, skipping to its end
         self._state = "waiting"
@@ -214,6 +222,9 @@ class _Tailer:
             if self._file is None:
                 await asyncio.sleep(self._poll)
             return
+        if self._replaced_in_place():
+            await self._truncated(resumed=False)
+            return
         await self._read_available()
         await self._at_eof()
 
@@ -251,28 +262,34 @@ class _Tailer:
         """
         found = _find_inode(self._path.parent, resume.dev, resume.ino)
         old = _open_file(found) if found is not None else None
-        if old is not None and _ident(old[1]) == (resume.dev, resume.ino):
+        # The head check: the inode number may have been reused by another file since.
+        if old is not None and _ident(old[1]) == (resume.dev, resume.ino) and _starts_with(old[0], resume.head):
             if current is not None:
                 current[0].close()
             return old
         if old is not None:
             old[0].close()
         self._resume, self._next_base = None, resume.base + resume.offset
+        log.warning("ingest: node %s: the file read before (inode %d) is no longer beside %s: what it held "
+                    "after offset %d was not read", self.node, resume.ino, self._path, resume.offset)  # fmt: skip
         if current is not None:
             self._metrics.file_rotations += 1
         return current
 
     async def _attach_resumed(self, f: io.FileIO, st: os.stat_result, resume: FileOffset) -> None:
-        if st.st_size >= resume.offset:
+        if st.st_size >= resume.offset and _starts_with(f, resume.head):
             await self._attach(f, st, resume.offset, resume.base)
-        else:
-            self._metrics.file_truncations += 1
-            await self._attach(f, st, 0, resume.base + resume.offset)
+        else:  # truncated or replaced while not followed
+            await self._attach(f, st, resume.offset, resume.base, resume.head)
+            await self._truncated(resumed=True)
 
-    async def _attach(self, f: io.FileIO, st: os.stat_result, offset: int, base: int) -> None:
+    async def _attach(
+        self, f: io.FileIO, st: os.stat_result, offset: int, base: int, head: bytes | None = None
+    ) -> None:
         f.seek(offset)
         self._file, (self._dev, self._ino) = f, _ident(st)
         self._base, self._pos, self._read_pos = base, offset, offset
+        self._head = os.pread(f.fileno(), min(offset, HEAD_SIZE), 0) if head is None else head
         self._buf.clear()
         self._discarding = False
         self._state, self._error = "tailing", None
@@ -300,17 +317,54 @@ class _Tailer:
             self._metrics.file_rotations += 1
             self._next_base = self._base + self._read_pos
             self._close()
-        elif os.fstat(self._file.fileno()).st_size < self._read_pos:
-            self._metrics.file_truncations += 1
-            await self._finish_file()
-            self._file.seek(0)
-            self._base += self._read_pos
-            self._pos = self._read_pos = 0
-            await self._put(None)
+        elif self._replaced_in_place():
+            await self._truncated(resumed=False)
         else:
             await asyncio.sleep(self._poll)
 
+    def _replaced_in_place(self) -> bool:
+        """Whether the open file is shorter than what was read of it, or starts otherwise."""
+        assert self._file is not None
+        return os.fstat(self._file.fileno()).st_size < self._read_pos or not _starts_with(self._file, self._head)
+
+    async def _truncated(self, resumed: bool) -> None:
+        """The open file was truncated (or its content replaced): finish its old content, then read
+        it from its start as a new part of the node's stream."""
+        assert self._file is not None
+        self._metrics.file_truncations += 1
+        await self._read_old_content(resumed)
+        await self._finish_file()
+        self._file.seek(0)
+        self._base += self._read_pos
+        self._pos = self._read_pos = 0
+        self._head = b""
+        await self._put(None)
+
+    async def _read_old_content(self, resumed: bool) -> None:
+        """Read the rest of the old content from its copy (copytruncate), if the directory has one."""
+        assert self._file is not None
+        copy = _find_copy(self._path, self._head, self._read_pos, (self._dev, self._ino))
+        level = logging.WARNING if resumed else logging.INFO
+        if copy is None:
+            log.log(level, "ingest: node %s: %s was truncated or replaced%s and no copy of its old content "
+                    "was found: reading it from its start; anything it held after offset %d is lost",
+                    self.node, self._path, " while not followed" if resumed else "", self._read_pos)  # fmt: skip
+            return
+        path, f = copy
+        unread = os.fstat(f.fileno()).st_size - self._read_pos
+        log.log(level, "ingest: node %s: %s was truncated%s; reading the %d bytes of it not yet read from its "
+                "copy %s", self.node, self._path, " while not followed" if resumed else "", unread, path)  # fmt: skip
+        current, self._file = self._file, f
+        try:
+            f.seek(self._read_pos)
+            await self._read_available()
+        finally:
+            self._file = current
+            f.close()
+
     async def _consume(self, chunk: bytes) -> None:
+        if self._read_pos < HEAD_SIZE:
+            self._head += chunk[: HEAD_SIZE - self._read_pos]
         self._read_pos += len(chunk)
         if self._discarding:
             cut = chunk.find(b"\n")
@@ -367,7 +421,7 @@ class _Tailer:
         await self._put_item((self.node, event, self._offset()))
 
     def _offset(self) -> FileOffset:
-        return FileOffset(self._dev, self._ino, self._pos, self._base)
+        return FileOffset(self._dev, self._ino, self._pos, self._base, self._head)
 
 
 def _ident(st: os.stat_result) -> tuple[int, int]:
@@ -405,6 +459,31 @@ def _find_inode(directory: Path, dev: int, ino: int) -> Path | None:
             if entry.inode() == ino and entry.is_file(follow_symlinks=False):
                 if entry.stat(follow_symlinks=False).st_dev == dev:
                     return Path(entry.path)
+    return None
+
+
+def _starts_with(f: io.FileIO, head: bytes) -> bool:
+    return not head or os.pread(f.fileno(), len(head), 0) == head
+
+
+def _find_copy(path: Path, head: bytes, offset: int, ident: tuple[int, int]) -> tuple[Path, io.FileIO] | None:
+    """A file beside ``path`` (named after it, not the file ``ident``) that starts with ``head`` and
+    is longer than ``offset``: the copy a copytruncate left of the old content."""
+    if not head:
+        return None
+    try:
+        with os.scandir(path.parent) as it:
+            names = sorted(e.name for e in it if e.name.startswith(path.name) and e.name != path.name)
+    except OSError:
+        return None
+    for name in names:
+        opened = _open_file(path.parent / name)
+        if opened is None:
+            continue
+        f, st = opened
+        if _ident(st) != ident and stat.S_ISREG(st.st_mode) and st.st_size > offset and _starts_with(f, head):
+            return path.parent / name, f
+        f.close()
     return None
 
 

@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_node ON events (node);
 CREATE TABLE IF NOT EXISTS offsets (
     node TEXT PRIMARY KEY NOT NULL,
-    dev INTEGER NOT NULL, ino INTEGER NOT NULL, byte_offset INTEGER NOT NULL, base INTEGER NOT NULL
+    dev INTEGER NOT NULL, ino INTEGER NOT NULL, byte_offset INTEGER NOT NULL, base INTEGER NOT NULL,
+    head BLOB
 );
 CREATE TABLE IF NOT EXISTS node_stats (
     node TEXT PRIMARY KEY NOT NULL,
@@ -45,9 +46,10 @@ CREATE TABLE IF NOT EXISTS node_stats (
 
 _INSERT_EVENT = f"INSERT OR IGNORE INTO events ({', '.join(EVENT_KEYS)}) VALUES ({', '.join('?' * len(EVENT_KEYS))})"
 _UPSERT_OFFSET = """
-INSERT INTO offsets (node, dev, ino, byte_offset, base) VALUES (?, ?, ?, ?, ?)
+INSERT INTO offsets (node, dev, ino, byte_offset, base, head) VALUES (?, ?, ?, ?, ?, ?)
 ON CONFLICT (node) DO UPDATE SET
-    dev = excluded.dev, ino = excluded.ino, byte_offset = excluded.byte_offset, base = excluded.base
+    dev = excluded.dev, ino = excluded.ino, byte_offset = excluded.byte_offset, base = excluded.base,
+    head = excluded.head
 """
 _UPSERT_STATS = f"""
 INSERT INTO node_stats (node, {", ".join(STAT_COUNTERS)}, last_event_ts)
@@ -79,13 +81,15 @@ class FileOffset:
 
     `base` is the node's log-stream position where this file starts (the bytes of earlier
     files and of truncated content), so event ids stay unique when a file is truncated or an
-    inode number is reused.
+    inode number is reused. `head` is the file's first bytes as read (up to `ingest.HEAD_SIZE`): a file
+    whose first bytes differ was truncated or replaced, whatever its size and inode.
     """
 
     dev: int
     ino: int
     offset: int
     base: int = 0
+    head: bytes = b""
 
 
 class Store:
@@ -144,8 +148,11 @@ class Store:
     # Everything below runs on the store thread.
 
     def _load_offsets(self) -> dict[str, FileOffset]:
-        rows = self._conn.execute("SELECT node, dev, ino, byte_offset, base FROM offsets")
-        return {node: FileOffset(_from_sql(dev), _from_sql(ino), offset, base) for node, dev, ino, offset, base in rows}
+        rows = self._conn.execute("SELECT node, dev, ino, byte_offset, base, head FROM offsets")
+        return {
+            node: FileOffset(_from_sql(dev), _from_sql(ino), offset, base, bytes(head or b""))
+            for node, dev, ino, offset, base, head in rows
+        }
 
     def _write_batch(self, events: list[dict[str, Any]], offsets: dict[str, FileOffset]) -> list[dict[str, Any]]:
         conn = self._conn
@@ -153,7 +160,8 @@ class Store:
         try:
             new = [ev for ev in events if _insert_event(conn, ev)]
             for node, off in offsets.items():
-                conn.execute(_UPSERT_OFFSET, (node, _to_sql(off.dev), _to_sql(off.ino), off.offset, off.base))
+                row = (node, _to_sql(off.dev), _to_sql(off.ino), off.offset, off.base, off.head)
+                conn.execute(_UPSERT_OFFSET, row)
             for node, (counts, last_ts) in _tally(new).items():
                 conn.execute(_UPSERT_STATS, (node, *(counts[n] for n in STAT_COUNTERS), last_ts))
             conn.execute("COMMIT")
@@ -192,6 +200,8 @@ def _connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=5000")
     conn.executescript(_SCHEMA)
+    if "head" not in {row[1] for row in conn.execute("PRAGMA table_info(offsets)")}:
+        conn.execute("ALTER TABLE offsets ADD COLUMN head BLOB")  # a database from before file heads
     return conn
 
 

@@ -8,7 +8,9 @@ target may be down for a moment on purpose.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -79,9 +81,13 @@ class Sink:
 
 
 class FileSink(Sink):
-    """A sink that appends to files: synchronous, so ``Feed.write`` can use it directly."""
+    """A sink that appends to files: synchronous, so ``Feed.write`` can use it directly.
+
+    With ``split`` (a pause and a generator) ``send`` writes a batch in two pieces, cut at a random
+    place inside its last line, with the pause between: the reader meets a partial line at its EOF."""
 
     files: Mapping[str, Path]
+    split: tuple[float, random.Random] | None = None
 
     def prepare(self) -> None:
         for path in self.files.values():
@@ -89,14 +95,38 @@ class FileSink(Sink):
             path.touch()
 
     def write(self, node: str, events: list[Event]) -> None:
+        self.append(self.path_of(node), self.render(node, events), node)
+
+    def path_of(self, node: str) -> Path:
+        raise NotImplementedError
+
+    def render(self, node: str, events: list[Event]) -> list[str]:
+        """The lines for ``events``, without their newlines."""
         raise NotImplementedError
 
     async def send(self, node: str, events: list[Event]) -> None:
-        self.write(node, events)
+        if self.split is None or not events:
+            self.write(node, events)
+            return
+        pause, rng = self.split
+        text = "".join(line + "\n" for line in self.render(node, events))
+        last_line = text.rfind("\n", 0, len(text) - 1) + 1
+        cut = rng.randrange(last_line + 1, len(text) - 1) if len(text) - last_line > 2 else len(text)
+        path = self.path_of(node)
+        self.append_text(path, text[:cut], node)
+        try:
+            await asyncio.sleep(pause)
+        finally:  # also when the feed stops meanwhile: no line is left unfinished
+            self.append_text(path, text[cut:], node)
 
     def append(self, path: Path, lines: list[str], node: str) -> None:
+        self.append_text(path, "".join(line + "\n" for line in lines), node)
+
+    def append_text(self, path: Path, text: str, node: str) -> None:
+        if not text:
+            return
         try:
             with path.open("a", encoding="utf-8") as fh:  # opened each time: follows rotation
-                fh.write("".join(line + "\n" for line in lines))
+                fh.write(text)
         except OSError as exc:
             raise FeedError(f"feed: cannot append to {path} (node {node}): {exc.strerror or exc}") from exc

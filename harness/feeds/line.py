@@ -19,5 +19,8 @@ class LineSink(FileSink):
         self.template = spec.template
         self.nodes = list(spec.nodes)
 
-    def write(self, node: str, events: list[Event]) -> None:
-        self.append(self.path, [render_text(self.template, event) for event in events], node)
+    def path_of(self, node: str) -> Path:
+        return self.path
+
+    def render(self, node: str, events: list[Event]) -> list[str]:
+        return [render_text(self.template, event) for event in events]

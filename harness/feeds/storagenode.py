@@ -52,9 +52,12 @@ class StoragenodeSink(FileSink):
             return ID_BASE * (1 + int(token, 16) % 9) + n
         return f"F{token}-{n:08d}"
 
-    def write(self, node: str, events: list[Event]) -> None:
+    def path_of(self, node: str) -> Path:
+        return self.files[node]
+
+    def render(self, node: str, events: list[Event]) -> list[str]:
         ts = datetime.now(UTC)
-        self.append(self.files[node], [self.line(event.id, ts) for event in events], node)
+        return [self.line(event.id, ts) for event in events]
 
     def line(self, event_id: str | int, ts: datetime) -> str:
         """A storagenode ``uploaded``/``downloaded`` line for one transfer, the id in ``id_field``."""
