@@ -145,7 +145,7 @@ def inapplicable(target: Target, ctx: CheckContext, name: str) -> Verdict | None
     if not target.spec.external:
         return None
     checker = checker_name(name)
-    if checker == "no_error_logs":
+    if checker in ("no_error_logs", "log_volume"):
         return Verdict.unknown(name, NOT_APPLICABLE, f"no log of the target's process to read: {EXTERNAL}")
     if checker == "shutdown":
         return Verdict.unknown(name, NOT_APPLICABLE, f"the harness does not stop the target: {EXTERNAL}")
