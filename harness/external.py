@@ -29,9 +29,7 @@ log = logging.getLogger(__name__)
 EXTERNAL = "the target is external"
 
 
-def make_target(
-    spec: TargetSpec, workdir: Path, history: History, params: Mapping[str, Any] | None = None
-) -> Target:
+def make_target(spec: TargetSpec, workdir: Path, history: History, params: Mapping[str, Any] | None = None) -> Target:
     """A Target that starts the server, or an ExternalTarget that attaches to it."""
     if spec.external:
         return ExternalTarget(spec, workdir, history, params)
