@@ -157,6 +157,10 @@ class RawConn:
             payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
         return b0 & 0x0F, payload
 
+    def stop_reading(self) -> None:
+        """Read nothing more from the socket: what the server sends stays in the kernel's buffers."""
+        self.writer.transport.pause_reading()  # type: ignore[attr-defined]
+
     def peer_end(self) -> str | None:
         """How the kernel says the server ended the connection (reset, fin, ...), None while established."""
         sock = self.writer.get_extra_info("socket")

@@ -316,6 +316,7 @@ class PingFloodVanish(HostileFault):
         if not await self.upgrade(ctx, conn):
             self.answered(conn.answer)
             return
+        conn.stop_reading()
         payload, left = b"p" * self.params["payload"], self.params["pings"]
         try:
             while left > 0:
