@@ -96,8 +96,7 @@ class HostileFault(Fault):
 
     async def release(self, ctx: FaultContext) -> None:
         for conn in list(self.conns):
-            await conn.close(rst=True)
-            self.conns.discard(conn)
+            await self.drop(conn, rst=True)
 
     def record_bite(self, ctx: FaultContext) -> None:
         tail = self.more()
@@ -422,7 +421,7 @@ class FdPressure(HostileFault):
         self.extra["cap"] = cap
         path = ctx.target.spec.ready.http or ctx.target.spec.ws_path
         request = f"GET {path} HTTP/1.1\r\nHost: {ctx.target.host}:{ctx.target.port}\r\n\r\n".encode()
-        held = misses = 0
+        held = misses = self.extra["held"] = 0
         while held < cap and misses < 3:
             conn = await self.connect(ctx)
             status = await self.request(conn, request) if conn is not None else None
@@ -434,8 +433,8 @@ class FdPressure(HostileFault):
                     await self.drop(conn)
                 continue
             held, misses = held + 1, 0
+            self.extra["held"] = held
             self.answers[str(status)] += 1
-        self.extra["held"] = held
         self.stopped_by = "the cap" if held >= cap else "three refusals in a row"
         await asyncio.sleep(self.params["hold"])
         for conn in list(self.conns):
