@@ -62,7 +62,7 @@ def test_a_network_fault_needs_a_cohort_and_a_server_fault_does_not() -> None:
 
 
 def test_an_unknown_type_names_the_known_ones() -> None:
-    with pytest.raises(HarnessError, match="unknown fault type 'netwrk_cut'; known: .*churn, .*flap, .*latency"):
+    with pytest.raises(HarnessError, match=r"unknown fault type 'netwrk_cut'; known: .*churn, .*flap, .*latency"):
         make_fault(FaultSpec("f", "netwrk_cut", COHORT, {}))
 
 
