@@ -258,6 +258,7 @@ def test_each_hostile_fault_needs_no_cohort_and_has_a_bounded_duration() -> None
         ("slowloris", {"clients": 5}, "unknown params ['clients']; known: connections, duration, interval"),
         ("fd_pressure", {"cap": True}, "params.cap: must be an integer, got True"),
         ("bad_query", {"values": "NaN"}, "params.values: must be a list, got 'NaN'"),
+        ("bad_query", {"values": [1]}, "params.values: must be a list of strings (sent as written), got [1]"),
     ],
 )
 def test_bad_params_are_named(type: str, params: dict[str, Any], message: str) -> None:

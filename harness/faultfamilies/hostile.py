@@ -227,6 +227,14 @@ class BadQuery(HostileFault):
     bounds: ClassVar[dict[str, tuple[float, float]]] = {"rounds": (1, 100), "interval": (0, 10),
                                                         "duration": (0.1, 120)}  # fmt: skip
 
+    @classmethod
+    def problems(cls, spec: FaultSpec) -> list[tuple[str, str]]:
+        problems = super().problems(spec)
+        values = spec.params.get("values")
+        if isinstance(values, list) and not all(isinstance(v, str) for v in values):
+            problems.append(("params.values", f"must be a list of strings (sent as written), got {values!r}"))
+        return problems
+
     async def attack(self, ctx: FaultContext) -> None:
         epoch_key, since_key = resume_params(ctx.dialect, ctx.target.spec.ws_path)
         if since_key is None:
