@@ -54,7 +54,7 @@ class HostileFault(Fault):
         self.counts: Counter[str] = Counter()
         self.extra: dict[str, Any] = {}
         self.skipped: str | None = None
-        self.stopped_by = "its count"
+        self.stopped_by: str | None = None  # what ended the attack, when not its count
 
     @classmethod
     def problems(cls, spec: FaultSpec) -> list[tuple[str, str]]:
@@ -73,7 +73,8 @@ class HostileFault(Fault):
             async with asyncio.timeout(self.params["duration"]):
                 await self.attack(ctx)
         except TimeoutError:
-            self.stopped_by = f"its time bound ({self.params['duration']:g} s)"
+            bound = f"its time bound ({self.params['duration']:g} s)"
+            self.stopped_by = f"{self.stopped_by}, then {bound}" if self.stopped_by else bound
         finally:
             self.summarize()
             await self.release(ctx)
@@ -107,7 +108,8 @@ class HostileFault(Fault):
             return
         sent = self.counts["requests"]
         answers = ", ".join(f"{label} x{n}" for label, n in self.answers.most_common(4)) or "none"
-        how = f"{sent} request(s), {self.counts['bytes_sent']} bytes sent until {self.stopped_by}; answers: {answers}"
+        until = self.stopped_by or "its count"
+        how = f"{sent} request(s), {self.counts['bytes_sent']} bytes sent until {until}; answers: {answers}"
         subject.record(ctx.history, sent > 0, how + tail, **figures)
 
     def more(self) -> str:
