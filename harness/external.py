@@ -29,9 +29,7 @@ log = logging.getLogger(__name__)
 EXTERNAL = "the target is external"
 
 
-def make_target(
-    spec: TargetSpec, workdir: Path, history: History, params: Mapping[str, Any] | None = None
-) -> Target:
+def make_target(spec: TargetSpec, workdir: Path, history: History, params: Mapping[str, Any] | None = None) -> Target:
     """A Target that starts the server, or an ExternalTarget that attaches to it."""
     if spec.external:
         return ExternalTarget(spec, workdir, history, params)
@@ -145,7 +143,7 @@ def inapplicable(target: Target, ctx: CheckContext, name: str) -> Verdict | None
     if not target.spec.external:
         return None
     checker = checker_name(name)
-    if checker == "no_error_logs":
+    if checker in ("no_error_logs", "log_volume"):
         return Verdict.unknown(name, NOT_APPLICABLE, f"no log of the target's process to read: {EXTERNAL}")
     if checker == "shutdown":
         return Verdict.unknown(name, NOT_APPLICABLE, f"the harness does not stop the target: {EXTERNAL}")

@@ -14,7 +14,7 @@ import yaml
 from harness.errors import HarnessError
 from harness.faults import FAULTS, FaultSpec
 from harness.loadspec import DEFAULT_MIX, MAX_SPAWN_RATE, LoadError, LoadSpec
-from harness.targetspec import TargetSpec
+from harness.targetspec import HARNESS_PARAMS, TargetSpec
 
 SCHEMA = json.loads((Path(__file__).parent / "scenario.schema.json").read_text())
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
@@ -167,7 +167,7 @@ def _check_names(scenario: Scenario, source: str) -> None:
 def check_target_params(scenario: Scenario, target: TargetSpec) -> None:
     """A scenario's ``target:`` keys must be params of the target it runs against: a setting the
     target does not have would be dropped and the scenario run under other conditions than it says."""
-    unknown = sorted(set(scenario.target_params) - set(target.params))
+    unknown = sorted(set(scenario.target_params) - set(target.params) - HARNESS_PARAMS)
     if unknown:
         source = scenario.path or scenario.name
         raise ScenarioError(

@@ -13,6 +13,7 @@ import errno
 import logging
 import os
 import re
+import resource
 import signal
 import socket
 import sqlite3
@@ -28,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from harness.history import History
 from harness.process import Child, start_child
 from harness.promexpr import Sample, registry_size
-from harness.targetspec import PROJECT_ROOT, LogSpec, TargetError, TargetSpec, expand
+from harness.targetspec import HARNESS_PARAMS, PROJECT_ROOT, LogSpec, TargetError, TargetSpec, expand
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,9 @@ class Target:
         self.workdir = Path(workdir).resolve()
         self.history = history
         overrides = dict(params or {})
+        # Params the harness applies itself (a target param of the same name wins).
+        given = {k: overrides.pop(k) for k in HARNESS_PARAMS if k in overrides and k not in spec.params}
+        self.nofile: int | None = given.get("nofile")
         self.ignored_params = sorted(k for k in overrides if k not in spec.params)
         self.params = {**spec.params, **{k: v for k, v in overrides.items() if k in spec.params}}
         self.spec = spec.with_params(self.params)  # the dialect's options may name params
@@ -407,12 +411,25 @@ class Target:
         self._started_once = True
         self._paused = self._stopping = self._exit_recorded = False
         self.pid, self.returncode = self._process.pid, None
+        self._limit_files(self._process.pid)
         self._children = {}
         try:
             self._ps = psutil.Process(self._process.pid)
             self._ps.cpu_percent(None)  # the first call only sets the baseline
         except psutil.Error:
             self._ps = None
+
+    def _limit_files(self, pid: int) -> None:
+        """Apply the ``nofile`` param (soft and hard, so a runtime cannot raise it) to the new process."""
+        if self.nofile is None:
+            return
+        try:
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (int(self.nofile), int(self.nofile)))
+        except (OSError, ValueError, TypeError) as exc:
+            assert self._process is not None
+            self._process.kill_group()
+            limit = f"{self.nofile!r}"
+            raise TargetError(f"target {self.spec.name}: cannot set its nofile limit to {limit}: {exc}") from exc
 
     def _launch_error(self, program: str, exc: OSError) -> TargetError:
         where = f"command[0] in {self.spec.path}" if self.spec.path else "command[0]"

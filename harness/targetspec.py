@@ -28,6 +28,9 @@ from harness.promexpr import parse_expr
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TARGETS_DIR = Path(__file__).resolve().parent / "targets"
+# Params a scenario may give any target: the harness applies them itself, not the target's command.
+# nofile: the open-file limit (soft and hard) of a target process the harness starts.
+HARNESS_PARAMS = frozenset({"nofile"})
 SCHEMA = json.loads((Path(__file__).parent / "target.schema.json").read_text(encoding="utf-8"))
 
 BUILTIN_PLACEHOLDERS = ("python", "host", "port", "workdir")
