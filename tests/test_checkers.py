@@ -47,7 +47,7 @@ def close(h: History, t: float, client: str, cohort: str, code: int | None, by: 
 
 
 def feed(h: History, t: float, *ids: str) -> None:
-    rec(h, t, "feed", ids=list(ids), node="node-a")
+    rec(h, t, "feed", ids=list(ids), node="node-a")["w"] = WALL + t  # the clock the batches' sent_at use
 
 
 def steady(h: History, clients: Iterable[str], cohort: str = "good", seqs: int = 3) -> None:

@@ -1,0 +1,42 @@
+"""Mutants whose figures lie: a batch's sent_at in the wrong unit or clock, the server's own counters
+wrong, a handler that crashes on malformed input, normal disconnects logged as warnings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from monitor import stream
+from monitor.views import View
+from tests.mutants.registry import mutant
+
+
+def _stamp_sent_at(change: Callable[[float], float]) -> None:
+    """Every batch message carries ``change(sent_at)`` instead of its sent_at."""
+    original = stream.Batch.message
+
+    def message(self: stream.Batch, view: View) -> dict[str, Any]:
+        out = original(self, view)
+        out["sent_at"] = change(self.sent_at)
+        return out
+
+    stream.Batch.message = message  # type: ignore[method-assign]
+
+
+@mutant("baseline", "delivery")
+def sent_at_millis() -> None:
+    """Batches carry sent_at in milliseconds instead of seconds: every latency is hugely negative."""
+    _stamp_sent_at(lambda t: t * 1000.0)
+
+
+@mutant("baseline", "delivery")
+def sent_at_future() -> None:
+    """Batches carry a sent_at 2 s ahead (a skewed clock): every latency is negative."""
+    _stamp_sent_at(lambda t: t + 2.0)
+
+
+@mutant("baseline", "delivery")
+def sent_at_past() -> None:
+    """Batches carry a sent_at 0.3 s behind (a skewed clock): each seems sent before its events were
+    fed, though the latency stays under the scenario's bound."""
+    _stamp_sent_at(lambda t: t - 0.3)
