@@ -3,8 +3,12 @@ warnings where a normal event should be quiet."""
 
 from __future__ import annotations
 
+import pytest
+
 from harness.checkers import CHECKERS
 from harness.history import History
+from harness.serverstats import parse_counts
+from harness.targetspec import TARGETS_DIR, StatsSpec, TargetError, bundled_monitor, load_target, parse_target
 from tests.test_checkers import WALL, connect, ctx_for, feed, problems, rec
 
 
@@ -78,3 +82,63 @@ def test_load_negative_latency_within_tolerance_passes() -> None:
     locust(h, 2.0, "final", min_ms=-20.0)
     assert CHECKERS["load"](ctx_for(h), {}).status == "pass"
     assert CHECKERS["load"](ctx_for(h), {"clock_tolerance_ms": 5.0}).status == "fail"
+
+
+def stats_run(**reading: object) -> History:
+    h = History()
+    rec(h, 1.0, "feed", ids=["a", "b", "c"], node="n1")
+    rec(h, 1.1, "feed", ids=["d", "e"], node="n2")
+    rec(h, 3.0, "server_stats", **reading)
+    return h
+
+
+def test_stats_passes_when_counts_match_the_feed() -> None:
+    verdict = CHECKERS["stats"](ctx_for(stats_run(declared=True, total=5, nodes={"n1": 3, "n2": 2})), {})
+    assert verdict.status == "pass", verdict.summary
+    assert verdict.figures["server_total"] == 5
+
+
+def test_stats_fails_on_a_wrong_total_or_node_count() -> None:
+    stale = CHECKERS["stats"](ctx_for(stats_run(declared=True, total=1, nodes={"n1": 3, "n2": 2})), {})
+    assert stale.status == "fail" and problems(stale) == ["total 1, fed 5"]
+    overwritten = CHECKERS["stats"](ctx_for(stats_run(declared=True, total=5, nodes={"n1": 1, "n2": 2})), {})
+    assert overwritten.status == "fail" and problems(overwritten) == ["node n1: count 1, fed 3"]
+    missing = CHECKERS["stats"](ctx_for(stats_run(declared=True, total=5, nodes={"n2": 2})), {})
+    assert missing.status == "fail"
+    assert CHECKERS["stats"](ctx_for(stats_run(declared=True, total=4)), {"tolerance": 1}).status == "pass"
+
+
+def test_stats_fails_when_the_declared_message_never_came() -> None:
+    verdict = CHECKERS["stats"](ctx_for(stats_run(declared=True, error="no stats_update message within 3s")), {})
+    assert verdict.status == "fail" and "no stats_update" in verdict.summary
+
+
+def test_stats_not_applicable_without_a_declaration_or_a_reading() -> None:
+    verdict = CHECKERS["stats"](ctx_for(stats_run(declared=False)), {})
+    assert verdict.status == "unknown" and verdict.unknown_reason == "not_applicable"
+    assert "declares no stats" in verdict.summary
+    assert CHECKERS["stats"](ctx_for(History()), {}).unknown_reason == "not_applicable"
+
+
+def test_stats_option_is_checked() -> None:
+    with pytest.raises(ValueError, match="stats: unknown option"):
+        CHECKERS["stats"](ctx_for(History()), {"tolerence": 1})
+
+
+def test_parse_counts_reads_the_declared_paths() -> None:
+    spec = StatsSpec(message="stats_update", total="totals.events", nodes="nodes", node_count="events")
+    message = {"type": "stats_update", "totals": {"events": 7}, "nodes": {"n1": {"events": 4}, "n2": {}}}
+    assert parse_counts(spec, message) == {"total": 7, "nodes": {"n1": 4, "n2": None}}
+    assert parse_counts(StatsSpec(message="s", total="count"), {"count": True}) == {"total": None}
+
+
+def test_the_bundled_monitor_declares_its_stats_and_third_party_targets_do_not() -> None:
+    assert bundled_monitor().stats == StatsSpec("stats_update", "totals.events", nodes="nodes", node_count="events")
+    for name in ("centrifugo", "socketio", "ws_broadcaster"):
+        assert load_target(TARGETS_DIR / f"{name}.yaml").stats is None
+
+
+def test_stats_nodes_and_node_count_go_together() -> None:
+    raw = {"name": "x", "command": ["x"], "stats": {"message": "m", "total": "t", "nodes": "n"}}
+    with pytest.raises(TargetError, match=r"stats\.node_count"):
+        parse_target(raw, "x.yaml")

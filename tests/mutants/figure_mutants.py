@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from monitor import stream
+from monitor import app, store, stream
 from monitor.views import View
 from tests.mutants.registry import mutant
 
@@ -40,3 +40,25 @@ def sent_at_past() -> None:
     """Batches carry a sent_at 0.3 s behind (a skewed clock): each seems sent before its events were
     fed, though the latency stays under the scenario's bound."""
     _stamp_sent_at(lambda t: t - 0.3)
+
+
+@mutant("baseline", "stats")
+def node_counts_overwritten() -> None:
+    """Each stored batch overwrites its nodes' counters instead of adding to them: a node's counts
+    show only its last batch."""
+    store._UPSERT_STATS = store._UPSERT_STATS.replace(" + excluded.", " * 0 + excluded.")
+
+
+@mutant("baseline", "stats")
+def stats_total_stale() -> None:
+    """The totals of a view's stats_update are computed once and then sent again unchanged (the
+    per-node counts stay right)."""
+    original = app.MonitorState.stats_message
+    first: dict[View, dict[str, Any]] = {}
+
+    async def stats_message(self: app.MonitorState, view: View, all_stats: Any = None) -> dict[str, Any]:
+        message = await original(self, view, all_stats)
+        message["totals"] = first.setdefault(view, message["totals"])
+        return message
+
+    app.MonitorState.stats_message = stats_message  # type: ignore[method-assign]
