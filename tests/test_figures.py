@@ -9,7 +9,7 @@ from harness.checkers import CHECKERS
 from harness.history import History
 from harness.serverstats import parse_counts
 from harness.targetspec import TARGETS_DIR, StatsSpec, TargetError, bundled_monitor, load_target, parse_target
-from tests.test_checkers import WALL, connect, ctx_for, feed, problems, rec
+from tests.test_checkers import WALL, connect, ctx_for, feed, log, problems, rec
 
 
 def batch_sent(h: History, t: float, client: str, seq: int, ids: list[str], sent_at: object) -> None:
@@ -142,3 +142,28 @@ def test_stats_nodes_and_node_count_go_together() -> None:
     raw = {"name": "x", "command": ["x"], "stats": {"message": "m", "total": "t", "nodes": "n"}}
     with pytest.raises(TargetError, match=r"stats\.node_count"):
         parse_target(raw, "x.yaml")
+
+
+def test_no_error_logs_warning_budget() -> None:
+    h = History()
+    log(h, 0.1, 1, "monitor started")
+    log(h, 0.2, 2, "client 3 went away", "WARNING")
+    log(h, 0.3, 3, "client 4 went away", "WARN")
+    verdict = CHECKERS["no_error_logs"](ctx_for(h), {})
+    assert verdict.status == "fail"
+    assert "2 warning line(s) (budget 0)" in verdict.summary
+    assert [e["lineno"] for e in verdict.evidence] == [2, 3]
+    assert CHECKERS["no_error_logs"](ctx_for(h), {"warnings": 1}).status == "fail"
+    passed = CHECKERS["no_error_logs"](ctx_for(h), {"warnings": 2})
+    assert passed.status == "pass" and passed.figures["warnings"] == 2
+    assert CHECKERS["no_error_logs"](ctx_for(h), {"warning_levels": ["NOTICE"]}).status == "pass"
+    assert CHECKERS["no_error_logs"](ctx_for(h), {"allow": ["went away"]}).status == "pass"
+
+
+def test_no_error_logs_errors_and_warnings_together() -> None:
+    h = History()
+    log(h, 0.1, 1, "boom", "ERROR")
+    log(h, 0.2, 2, "client went away", "WARNING")
+    verdict = CHECKERS["no_error_logs"](ctx_for(h), {"warnings": 1})
+    assert verdict.status == "fail" and verdict.summary.startswith("1 error line(s)")
+    assert [e["lineno"] for e in verdict.evidence] == [1]
