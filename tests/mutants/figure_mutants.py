@@ -3,10 +3,11 @@ wrong, a handler that crashes on malformed input, normal disconnects logged as w
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
-from monitor import app, store, stream
+from monitor import app, hub, protocol, store, stream
 from monitor.views import View
 from tests.mutants.registry import mutant
 
@@ -62,3 +63,41 @@ def stats_total_stale() -> None:
         return message
 
     app.MonitorState.stats_message = stats_message  # type: ignore[method-assign]
+
+
+def _raise_on_reject(code: str) -> None:
+    """A request the session would answer with error ``code`` raises instead, out of the handler."""
+    original = protocol.Session.reject
+
+    def reject(self: protocol.Session, got: str, message: str) -> None:
+        if got == code:
+            raise ValueError(f"cannot handle request: {message}")
+        original(self, got, message)
+
+    protocol.Session.reject = reject  # type: ignore[method-assign]
+
+
+@mutant("malformed_input", "no_error_logs")
+def crash_on_unknown_type() -> None:
+    """A request of an unknown type raises in the WebSocket handler (an ERROR with a traceback, and
+    the client's connection dies) instead of getting an error answer."""
+    _raise_on_reject("unknown_type")
+
+
+@mutant("malformed_input", "no_error_logs")
+def crash_on_bad_json() -> None:
+    """Text that is not JSON raises in the WebSocket handler instead of getting an error answer."""
+    _raise_on_reject("bad_json")
+
+
+@mutant("mass_drop", "no_error_logs")
+def disconnect_warning() -> None:
+    """Logs every normal client disconnect at WARNING."""
+    original = hub.Hub.unregister
+
+    def unregister(self: hub.Hub, client: hub.Client) -> None:
+        if client.id in self.clients:
+            logging.getLogger("monitor.hub").warning("client %d (%s) disconnected", client.id, client.remote)
+        original(self, client)
+
+    hub.Hub.unregister = unregister  # type: ignore[method-assign]
