@@ -32,23 +32,27 @@ WRONG_TYPES = [
 ]  # fmt: skip
 
 
-def frames(big_bytes: int) -> list[str | bytes]:
-    """Every malformed frame a client sends, in order (the huge one apart)."""
+def frames(big_bytes: int, nesting: int = 0) -> list[str | bytes]:
+    """Every malformed frame a client sends, in order (the huge one apart); with ``nesting``, also
+    JSON arrays nested that deep."""
     texts: list[str | bytes] = list(NOT_JSON)
     texts += [json.dumps(m) for m in UNKNOWN_TYPES + WRONG_TYPES]
     texts += [b"\x00\xffnot text", json.dumps({"type": "ping", "t": "x" * big_bytes})]
+    texts += ["[" * nesting + "]" * nesting] if nesting else []
     return texts
 
 
 class MalformedInput(Fault):
     """``clients`` connections one after another, ``pause`` s apart, each sending every malformed frame
     and reading the answers for ``read_s``; the last also sends one text frame of ``huge_bytes`` (over
-    the monitor's 1 MiB limit). ``big_bytes``: a frame over a request limit but under the frame limit."""
+    the monitor's 1 MiB limit). ``big_bytes``: a frame over a request limit but under the frame limit.
+    ``nesting``: also send arrays nested this deep (default 0: not sent; the monitor's parser raises
+    RecursionError at about 1,000, which it does not catch)."""
 
     type = "malformed_input"
     needs_cohort = False
     defaults: ClassVar[dict[str, Any]] = {"clients": 3, "pause": 0.3, "read_s": 0.5, "big_bytes": 20_000,
-                                          "huge_bytes": 1_100_000}  # fmt: skip
+                                          "huge_bytes": 1_100_000, "nesting": 0}  # fmt: skip
 
     def __init__(self, spec: FaultSpec) -> None:
         super().__init__(spec)
@@ -70,8 +74,9 @@ class MalformedInput(Fault):
     async def _send_all(self, ctx: FaultContext) -> None:
         count = self.params["clients"]
         for i in range(count):
-            extra = ["x" * self.params["huge_bytes"]] if i == count - 1 else []
-            await self._one(ctx, f"{self.spec.name}-{i}", frames(self.params["big_bytes"]) + extra)
+            texts = frames(self.params["big_bytes"], self.params["nesting"])
+            texts += ["x" * self.params["huge_bytes"]] if i == count - 1 else []
+            await self._one(ctx, f"{self.spec.name}-{i}", texts)
             await asyncio.sleep(self.params["pause"])
 
     async def _one(self, ctx: FaultContext, name: str, texts: list[str | bytes]) -> None:
