@@ -22,6 +22,10 @@ with a server's ``sent_at``) and ``kind``. The kinds and their fields:
 - ``log``: ``level``, ``line``, ``lineno`` (the target's own log records)
 - ``probe``: ``check`` (ws, health), ``ok``, ``latency_s``, ``error``
 - ``harness_cpu``: ``percent`` (the harness process), ``backlog`` (largest client receive backlog)
+- ``server_stats``: the target's own counts, read once the feed stopped (``harness/serverstats.py``):
+  ``declared``, ``total``, ``nodes`` (node: count), or ``error``; ``attempts``, ``took_s``
+- ``bad_input``: one client of a ``malformed_input`` fault: ``fault``, ``client``, ``sent``, ``replies``,
+  ``close`` (the code if the target closed first), ``error``
 
 Browser cohorts (``harness/browser.py``: dashboard pages in headless Chromium) record ``connect`` when
 the page's ``connects`` grows (with its ``epoch`` and ``seq``: its ``lastSeq``), ``close`` when it

@@ -15,7 +15,7 @@ History records of kind ``locust`` (``phase`` says which):
   ms), ``requests``, ``failures``, ``batches``, ``gaps`` (batches missed, all users),
   ``gap_events``, ``cpu`` (percent of each Locust process, by pid), ``cpu_max``
 - ``users``: ``users``, ``spawn_rate`` (a scenario's ``load`` step changed them)
-- ``final``: the same figures over the whole run, with ``p90``, ``max_ms``, ``connects``,
+- ``final``: the same figures over the whole run, with ``p90``, ``max_ms``, ``min_ms``, ``connects``,
   ``connect_failures``, ``disconnects``, ``duration_s``, ``peak_users``, ``peak_cpu``, ``errors``
   (Locust's failures: name, error, occurrences)
 - ``exited``: ``code`` (None when it had to be killed)
@@ -264,6 +264,7 @@ def summarize(entries: list[dict[str, Any]], errors: list[dict[str, Any]],
         "p90": histogram_quantile(times, 0.90),
         "p99": histogram_quantile(times, 0.99),
         "max_ms": round(batch["max_response_time"], 1) if batch.get("max_response_time") is not None else None,
+        "min_ms": round(batch["min_response_time"], 1) if batch.get("min_response_time") is not None else None,
         "gaps": gap.get("total_content_length", 0),
         "gap_events": gap.get("num_requests", 0),
         "connects": connect.get("num_requests", 0),

@@ -420,7 +420,8 @@ class StreamReader(User):
             pass  # the read that follows sees the broken connection
 
     def on_batch(self, seq: int | None, sent_at: float | None, size: int) -> None:
-        latency = max(0.0, (time.time() - sent_at) * 1000) if sent_at is not None else 0.0
+        # Raw, never clamped: a negative latency is a clock or unit error the load checker must see.
+        latency = (time.time() - sent_at) * 1000 if sent_at is not None else 0.0
         fire(DIALECT.batch_name, latency, size)
         if seq is None:
             return  # the stream has no positions: nothing to count gaps by

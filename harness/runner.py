@@ -23,7 +23,7 @@ import psutil
 
 from harness import browser
 from harness.capacity import DEFAULT_CAPACITY_FILE, resolve_feed_rate
-from harness.checkers import CheckContext, CohortInfo, Verdict, run_checks, scenario_status
+from harness.checkers import CheckContext, CohortInfo, Verdict, checker_name, run_checks, scenario_status
 from harness.clients import Cohort, ProbeClient, StuckClient, probe_session, wait_ready
 from harness.errors import HarnessError
 from harness.external import external_skip_reason, inapplicable_checks, make_target
@@ -32,6 +32,7 @@ from harness.feed import Feed
 from harness.history import History
 from harness.load import LocustRun
 from harness.scenario import CohortSpec, Scenario, check_target_params
+from harness.serverstats import record_server_stats
 from harness.target import Target
 from harness.targetspec import TargetSpec
 from harness.toxiproxy import Proxy, Toxiproxy
@@ -320,6 +321,8 @@ async def execute(run: Run, out_dir: Path, progress: Progress, phases: dict[str,
         mark = time.monotonic()
         await feed.stop()
         await wait_for_drain(run, feed)
+        if "stats" in {checker_name(n) for n in scenario.checks}:
+            await record_server_stats(run.target.spec.stats, run.session, run.target.ws_url, run.history)
         phases["drain_s"] = time.monotonic() - mark
     mark = time.monotonic()
     run.history.record("step", name="checks", detail=sorted(scenario.checks))

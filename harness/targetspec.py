@@ -134,6 +134,19 @@ class PersistenceSpec:
 
 
 @dataclass(frozen=True)
+class StatsSpec:
+    """Where the server says how many events it took in: a message of type ``message`` (asked for with
+    ``request``, or sent on connect), the total at the dotted path ``total``, per node at ``nodes``."""
+
+    message: str
+    total: str
+    type_key: str = "type"
+    request: str | None = None
+    nodes: str | None = None
+    node_count: str | None = None
+
+
+@dataclass(frozen=True)
 class TargetSpec:
     name: str
     command: list[str] = field(default_factory=list)
@@ -146,6 +159,7 @@ class TargetSpec:
     metrics: MetricsSpec | None = None
     feed: FeedSpec | None = None
     persistence: PersistenceSpec | None = None
+    stats: StatsSpec | None = None  # the server's own counts of what it took in
     # Overrides of the message shape (init_type, batch_type, seq, events, event_id, sent_at, epoch);
     # harness.dialects.MessageShape(**messages) reads the target's messages (the monitor dialect).
     messages: dict[str, str] = field(default_factory=dict)
@@ -233,6 +247,9 @@ def _semantic_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
     problems += _feed_problems(raw.get("feed") or {})
     persistence = raw.get("persistence") or {}
     problems += _placeholder_problems("persistence", {"sqlite": persistence.get("sqlite", "")}, PATH_PLACEHOLDERS)
+    stats = raw.get("stats") or {}
+    if ("nodes" in stats) != ("node_count" in stats):
+        problems.append(("stats.node_count", "give nodes and node_count together"))
     problems += _ready_problems(raw.get("ready") or {})
     problems += _logs_problems(raw.get("logs") or {})
     try:
@@ -378,6 +395,7 @@ def _build(raw: dict[str, Any], path: Path | None) -> TargetSpec:
         metrics=optional("metrics", MetricsSpec),
         feed=optional("feed", FeedSpec),
         persistence=optional("persistence", PersistenceSpec),
+        stats=optional("stats", StatsSpec),
         messages=dict(raw.get("messages") or {}),
         dialect=_dialect(raw.get("dialect")),
         path=path,

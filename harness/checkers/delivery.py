@@ -76,6 +76,8 @@ def check_delivery(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
       e2e_p50_ms, e2e_p99_ms: bounds on end-to-end latency, from the feed's write of an event to its
         receipt (it includes the target's own ingest and batching delays, and any stall before a broadcast).
       settle_s: how long before a break an event may still be in flight and excused with it (default 1.0).
+      clock_tolerance_ms: how far a batch's sent_at may seem to precede the feed's write of its events, or
+        follow its receipt, before the figures are a clock or unit error (default 100; same machine).
       cpu_limit_percent, backlog_limit: when the harness itself was saturated: its CPU above this percent
         (default 85) or one client's unprocessed bytes above this (default 256 KiB) in a ``harness_cpu``
         record. Then the verdict is "unknown" (reason "unreliable") instead of pass or fail (loss, duplicates and
@@ -83,6 +85,10 @@ def check_delivery(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
 
     In a fault scenario, a failure while the target did not keep up with the feed even before the first
     fault is unknown (unreliable) instead: see ``harness.checkers.fault_free``.
+
+    A latency no clock can give fails whatever else holds: negative (a batch received before it was
+    sent), or above the end-to-end latency of its events (sent before they were fed), beyond
+    ``clock_tolerance_ms``, or a sent_at that is no number: the target's clock or unit is wrong.
     """
     opts = parse_options(
         "delivery",
@@ -96,6 +102,7 @@ def check_delivery(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
             "settle_s": 1.0,
             "cpu_limit_percent": CPU_LIMIT_PERCENT,
             "backlog_limit": BACKLOG_LIMIT,
+            "clock_tolerance_ms": 100.0,
         },
     )
     cohorts = opts["cohorts"] or sorted(n for n, c in ctx.cohorts.items() if c.kind == "probe" and n not in ctx.faulted)
@@ -114,6 +121,12 @@ def check_delivery(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
     figures.update({f"e2e_{k}_ms" if k != "count" else "e2e_samples": round(v, 3) for k, v in e2e.items()})
     stall = _longest_stall(ctx, cohorts, fed)
     figures.update({"stall_max_s": stall["length_s"], "stall_start_t": stall["t"]} if stall else {})
+    absurd = clock_errors(ctx, cohorts, fed, opts["clock_tolerance_ms"])
+    if absurd:
+        figures["clock_errors"] = len(absurd)
+        scope = f"{figures['clients']} client(s) of {', '.join(cohorts)}"
+        summary = f"{scope}: clock or unit error: {len(absurd)} batch(es); first: {describe_item(absurd[0])}"
+        return Verdict("delivery", FAIL, summary, cap_evidence(absurd), figures)
     verdict = _judge(ctx, opts, cohorts, evidence, figures, latency, e2e, results)
     if verdict.status == FAIL and stall and stall["length_s"] > STALL_EVIDENCE_S:
         verdict.evidence.append(stall)
@@ -166,6 +179,38 @@ def _end_to_end_ms(ctx: CheckContext, cohorts: list[str], fed: list[Record]) -> 
                         continue
                     values += [(batch["recv_at"] - fed_at[i]) * 1000.0 for i in batch.get("ids") or [] if i in fed_at]
     return values
+
+
+def clock_errors(ctx: CheckContext, cohorts: list[str], fed: list[Record], tolerance_ms: float) -> list[dict]:
+    """Live batches whose latency no clock can give: sent_at not a number, received before it was sent,
+    or sent before the feed wrote one of its events (latency above its end-to-end latency)."""
+    fed_at = {event_id: rec["w"] for rec in fed for event_id in rec.get("ids") or []}
+    errors = []
+    for cohort in cohorts:
+        for client in ctx.clients_of(cohort):
+            for conn in ctx.connections(client):
+                live = [b for b in conn.batches if not conn.is_replay(b) and b.get("recv_at") is not None]
+                for batch in live:
+                    if (problem := _clock_problem(batch, fed_at, tolerance_ms)) is not None:
+                        errors.append({"client": client, "seq": batch.get("seq"), **problem, "t": batch["t"]})
+    return errors
+
+
+def _clock_problem(batch: Record, fed_at: dict[str, float], tolerance_ms: float) -> dict[str, Any] | None:
+    sent_at = batch.get("sent_at")
+    if sent_at is None:
+        return None
+    if not isinstance(sent_at, int | float) or isinstance(sent_at, bool):
+        return {"problem": "clock or unit error: sent_at is not a number", "sent_at": str(sent_at)[:40]}
+    latency = (batch["recv_at"] - sent_at) * 1000.0
+    if latency < -tolerance_ms:
+        return {"problem": "clock or unit error: negative latency", "latency_ms": round(latency, 3)}
+    fed = [fed_at[i] for i in batch.get("ids") or [] if i in fed_at]
+    e2e = (batch["recv_at"] - max(fed)) * 1000.0 if fed else None
+    if e2e is not None and latency > e2e + tolerance_ms:
+        return {"problem": "clock or unit error: latency above end-to-end (sent before fed)",
+                "latency_ms": round(latency, 3), "e2e_ms": round(e2e, 3)}  # fmt: skip
+    return None
 
 
 def _e2e_breaches(opts: dict[str, Any], e2e: dict[str, float | int]) -> list[dict[str, Any]]:
@@ -266,7 +311,8 @@ def _scan_ids(result: ClientDelivery, batch: Record, seen_ids: dict[str, Record]
 
 
 def _latency(result: ClientDelivery, batch: Record) -> None:
-    if batch.get("sent_at") is not None and batch.get("recv_at") is not None:
+    sent_at = batch.get("sent_at")
+    if isinstance(sent_at, int | float) and not isinstance(sent_at, bool) and batch.get("recv_at") is not None:
         result.latencies_ms.append((batch["recv_at"] - batch["sent_at"]) * 1000.0)
 
 

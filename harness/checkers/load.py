@@ -22,16 +22,23 @@ def load_figures(records: list[dict[str, Any]]) -> dict[str, Any] | None:
 @register("load", "Under load")
 def check_load(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
     """Locust's users held: failures at most ``max_failure_ratio`` of requests (default 0.01), at most
-    ``max_gaps`` batches missed (default 0), batch delivery p99 at most ``p99_ms`` (when given)."""
+    ``max_gaps`` batches missed (default 0), batch delivery p99 at most ``p99_ms`` (when given).
+    A negative delivery latency (below ``-clock_tolerance_ms``, default 100) in any sample or the
+    summary is a clock or unit error in the target's sent_at: a fail, whatever else held."""
     records = [r for r in ctx.history.of("locust") if r.get("role") != "worker"]
     figures = load_figures(records)
     if figures is None:
         return Verdict("load", FAIL, "no Locust statistics were recorded: the load never ran",
                        [{"records": len(records)}])  # fmt: skip
-    out = {k: figures.get(k) for k in ("requests", "failures", "batches", "rps", "p50", "p99", "gaps", "gap_events")}
+    keys = ("requests", "failures", "batches", "rps", "p50", "p99", "min_ms", "gaps", "gap_events")
+    out = {k: figures.get(k) for k in keys}
     out["failure_ratio"] = round(figures["failures"] / figures["requests"], 4) if figures.get("requests") else 0.0
     out["peak_users"] = figures.get("peak_users", figures.get("users", 0))
     out = {k: v for k, v in out.items() if v is not None}
+    absurd = negative_latencies(records, options.get("clock_tolerance_ms", 100.0))
+    if absurd:
+        summary = f"clock or unit error: negative delivery latency {absurd[0]['value_ms']:g} ms ({absurd[0]['figure']})"
+        return Verdict("load", FAIL, summary, absurd[:5], out)
     problems, evidence = load_problems(figures, out, options)
     if not problems:
         return Verdict("load", PASS, load_summary(out), [], out)
@@ -41,6 +48,19 @@ def check_load(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
         summary = f"delivery p99 {out['p99']:g} ms is over the limit, but {why}"
         return Verdict.unknown("load", UNRELIABLE, summary, evidence, out)
     return Verdict("load", FAIL, "; ".join(e["problem"] for e in evidence if "problem" in e), evidence, out)
+
+
+def negative_latencies(records: list[dict[str, Any]], tolerance_ms: float) -> list[dict[str, Any]]:
+    """Latency figures below zero (beyond the tolerance) in Locust's samples and summary."""
+    found = []
+    for record in records:
+        for key in ("min_ms", "p50", "p99"):
+            value = record.get(key)
+            if isinstance(value, int | float) and value < -tolerance_ms:
+                figure = f"{record.get('phase')} {key}"
+                found.append({"problem": "clock or unit error: negative latency", "figure": figure,
+                              "value_ms": value, "t": record.get("t")})  # fmt: skip
+    return found
 
 
 def load_problems(figures: dict[str, Any], out: dict[str, Any], options: dict[str, Any]) -> tuple[list[str], list]:
