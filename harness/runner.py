@@ -120,6 +120,7 @@ def build_client(spec: CohortSpec, index: int, run: Run) -> ProbeClient | StuckC
     return ProbeClient(
         name, spec.name, url, run.history, run.target.spec.make_dialect(),
         reconnect=spec.reconnect, rcvbuf=spec.rcvbuf, session=run.session, rng=run.rng(f"client:{name}"),
+        view=spec.view, resume_after=spec.resume_after,
     )  # fmt: skip
 
 
@@ -200,7 +201,7 @@ async def wait_for_drain(run: Run, feed: Feed) -> None:
     want = len(feed.fed)
     deadline = time.monotonic() + DRAIN_TIMEOUT
     healthy = [c for name, cohort in run.cohorts.items() if name not in run.faulted
-               for c in cohort.clients if isinstance(c, ProbeClient) and c.connected]  # fmt: skip
+               for c in cohort.clients if isinstance(c, ProbeClient) and c.connected and c.view is None]  # fmt: skip
     while time.monotonic() < deadline:
         if all(c.events >= want for c in healthy):
             return
@@ -318,7 +319,7 @@ async def execute(run: Run, out_dir: Path, progress: Progress, phases: dict[str,
     id_setting = dialect.id_setting
     ctx_checks = CheckContext(
         history=run.history,
-        cohorts={s.name: CohortInfo(s.name, s.clients, s.kind) for s in scenario.cohorts},
+        cohorts={s.name: CohortInfo(s.name, s.clients, s.kind, s.view) for s in scenario.cohorts},
         faulted=set(run.faulted),
         stored_ids=run.target.stored_ids(),
         semantics=dict(run.target.spec.semantics),
