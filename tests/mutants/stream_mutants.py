@@ -89,10 +89,13 @@ def init_seq_ahead() -> None:
     _shift_init_seq(+1)
 
 
-@mutant("baseline", "delivery")
+@mutant("server_restart", "recovery")
 def init_seq_behind() -> None:
-    """The init announces one seq less than the last batch sent: the client expects a batch that went
-    out before it connected."""
+    """The init announces one seq less than the last batch sent: a client that joins a running stream
+    (here, after a restart) waits for a batch that went out before it connected.
+
+    The clients of a scenario connect before the feed starts, at seq 0 (where one less is still 0),
+    so a scenario needs clients that connect to a stream already running to see it."""
     _shift_init_seq(-1)
 
 
