@@ -117,7 +117,9 @@ class ProbeClient:
     ``failure`` (an unexpected exception that ended the client, else None).
 
     Pass a shared ``session`` (see ``probe_session``); with ``rcvbuf`` or without a session the client
-    owns one and closes it on ``stop``.
+    owns one and closes it on ``stop``. ``view`` (a node or a list of nodes): ask for that view on
+    every connect, when the dialect has views. ``resume_after``: that many seconds after each init,
+    send the dialect's resume message from the init's position (recorded as ``resume_request``).
     """
 
     def __init__(
@@ -135,12 +137,19 @@ class ProbeClient:
         rng: random.Random | None = None,
         connect_timeout: float = 5.0,
         close_timeout: float = 2.0,
+        view: Any = None,
+        resume_after: float | None = None,
     ) -> None:
         self.name = name
         self.cohort = cohort
-        self.url = url
         self.history = history
         self.dialect = dialect if isinstance(dialect, Dialect) else MonitorDialect(dialect)
+        self.view = view
+        viewed = None if view is None else self.dialect.view_url(url, view)
+        self.url = url if viewed is None else viewed
+        self.view_asked = viewed is not None
+        self.resume_after = resume_after
+        self._resume_task: asyncio.Task[None] | None = None
         self.reconnect = reconnect
         self.backoff = backoff
         self.rcvbuf = rcvbuf
@@ -202,6 +211,9 @@ class ProbeClient:
             self.connected = False
             await self._close(ws)
             self._record_close(ws.close_code, "client", "stop")
+        resuming = self._cancel_resume()
+        if resuming is not None:
+            await asyncio.wait([resuming])
         await self._end_task()
         if ws is not None and not ws.closed:
             await self._close(ws)  # dropped by a fault: release its connection, nothing left to record
@@ -266,7 +278,9 @@ class ProbeClient:
         self._ws, self.connected, self._closed_by_us, self._conn_inited = ws, True, False, False
         self.connections += 1
         since = self.last_seq if self._resuming else None
-        self.history.record("connect", client=self.name, cohort=self.cohort, attempt=self._attempts, since=since)
+        asked = {"view": self.view} if self.view_asked else {}
+        self.history.record("connect", client=self.name, cohort=self.cohort, attempt=self._attempts, since=since,
+                            **asked)  # fmt: skip
         if not await self._send_all(ws, self.dialect.opening(position)):
             return ws  # the read that follows sees how the connection ended
         if self.dialect.ready_on_open:
@@ -286,6 +300,7 @@ class ProbeClient:
             end = await self._read(ws)
         finally:
             self.connected = False
+            self._cancel_resume()
         if self._closed_by_us:
             return
         if end.type is WSMsgType.CLOSE:
@@ -343,12 +358,39 @@ class ProbeClient:
 
     def _on_init(self, ready: Ready) -> None:
         epoch, seq = ready.epoch, ready.seq
-        self.history.record("init", client=self.name, epoch=epoch, seq=seq)
+        view = {} if ready.view is None else {"view": ready.view}
+        self.history.record("init", client=self.name, epoch=epoch, seq=seq, **view)
         self._conn_seq = seq if isinstance(seq, int) else None
         self._conn_inited = True
         if epoch != self.epoch or not self._resuming:
             self.epoch, self.last_seq = epoch, self._conn_seq
         self.init_event.set()
+        self._schedule_resume(epoch, self._conn_seq)
+
+    def _schedule_resume(self, epoch: Any, seq: int | None) -> None:
+        """With ``resume_after``: the resume message from where this connection started, sent later."""
+        ws = self._ws
+        if self.resume_after is None or seq is None or ws is None:
+            return
+        text = self.dialect.resume_message(Position(epoch, seq))
+        if text is None:
+            return
+        self._cancel_resume()
+        self._resume_task = asyncio.create_task(self._resume_later(ws, text, epoch, seq), name=f"resume-{self.name}")
+
+    async def _resume_later(self, ws: aiohttp.ClientWebSocketResponse, text: str, epoch: Any, seq: int) -> None:
+        await asyncio.sleep(self.resume_after or 0.0)
+        if ws is not self._ws or not self.connected:
+            return
+        self.history.record("resume_request", client=self.name, cohort=self.cohort, epoch=epoch, since=seq)
+        await self._send_all(ws, [text])
+
+    def _cancel_resume(self) -> asyncio.Task[None] | None:
+        task, self._resume_task = self._resume_task, None
+        if task is None or task is asyncio.current_task():
+            return None
+        task.cancel()
+        return task
 
     def _on_notice(self, notice: Notice) -> None:
         self.history.record("notice", client=self.name, type=notice.type, body=notice.body)

@@ -121,6 +121,7 @@ def build_client(spec: CohortSpec, index: int, run: Run) -> ProbeClient | StuckC
     return ProbeClient(
         name, spec.name, url, run.history, run.target.spec.make_dialect(),
         reconnect=spec.reconnect, rcvbuf=spec.rcvbuf, session=run.session, rng=run.rng(f"client:{name}"),
+        view=spec.view, resume_after=spec.resume_after,
     )  # fmt: skip
 
 
@@ -198,8 +199,10 @@ async def heal(run: Run, name: str, progress: Progress) -> None:
 
 def drain_clients(run: Run) -> list[ProbeClient]:
     """The clients the drain waits for: every connected probe client, faulted cohorts' too (their
-    delivery may be judged, and it deserves the same time to arrive)."""
-    return [c for cohort in run.cohorts.values() for c in cohort.clients if isinstance(c, ProbeClient) and c.connected]
+    delivery may be judged, and it deserves the same time to arrive). A client of a view gets only the
+    view's share of the feed, so it cannot be waited for by count."""
+    return [c for cohort in run.cohorts.values() for c in cohort.clients
+            if isinstance(c, ProbeClient) and c.connected and c.view is None]  # fmt: skip
 
 
 async def wait_for_drain(run: Run, feed: Feed) -> None:
@@ -330,7 +333,7 @@ async def execute(run: Run, out_dir: Path, progress: Progress, phases: dict[str,
     id_setting = dialect.id_setting
     ctx_checks = CheckContext(
         history=run.history,
-        cohorts={s.name: CohortInfo(s.name, s.clients, s.kind) for s in scenario.cohorts},
+        cohorts={s.name: CohortInfo(s.name, s.clients, s.kind, s.view) for s in scenario.cohorts},
         faulted=set(run.faulted),
         stored_ids=run.target.stored_ids(),
         semantics=dict(run.target.spec.semantics),

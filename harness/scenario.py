@@ -31,6 +31,8 @@ class CohortSpec:
     kind: str = "probe"
     reconnect: bool = True
     rcvbuf: int | None = None
+    view: str | list[str] | None = None  # the view its clients ask for: a node or a list of nodes
+    resume_after: float | None = None  # seconds after each init, a resume request by message
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,10 @@ def _check_names(scenario: Scenario, source: str) -> None:
     cohort_names = [c.name for c in scenario.cohorts]
     if len(set(cohort_names)) != len(cohort_names):
         problems.append("cohorts: cohort names must be unique")
+    for i, cohort in enumerate(scenario.cohorts):
+        for option in ("view", "resume_after"):
+            if getattr(cohort, option) is not None and cohort.kind != "probe":
+                problems.append(f"cohorts.{i}.{option}: only probe cohorts take it (this one is {cohort.kind})")
     started: set[str] = set()
     for i, step in enumerate(scenario.steps):
         where = f"method.{i}"

@@ -204,7 +204,8 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     config = state.config  # Host, Origin, token and the client cap: checked by monitor.access
     try:
-        view = View.parse(request.query.get("view", "all"), state.node_names)
+        asked = request.query.getall("view", ["all"])  # ?view=n1&view=n2: several nodes
+        view = View.parse(asked[0] if len(asked) == 1 else asked, state.node_names)
     except InvalidView as exc:
         raise web.HTTPBadRequest(text=f"invalid view: {exc}") from None
     # writer_limit: aiohttp's writer checks for backpressure only every writer_limit bytes (256 KiB by

@@ -47,7 +47,9 @@ MAX_EVIDENCE = 20
 DOWN_EVENTS = frozenset({"killed", "stopping", "stopped", "exited", "paused"})
 UP_EVENTS = frozenset({"ready", "resumed"})
 GRACEFUL_EVENTS = frozenset({"stopping", "stopped"})
-CONNECTION_KINDS = frozenset({"connect", "connect_error", "init", "batch", "notice", "close", "client_fault"})
+CONNECTION_KINDS = frozenset(
+    {"connect", "connect_error", "init", "batch", "notice", "close", "client_fault", "resume_request"}
+)
 
 
 @dataclass
@@ -75,6 +77,7 @@ class CohortInfo:
     name: str
     clients: int
     kind: str  # "probe" | "stuck" | "stuck_pong"
+    view: Any = None  # the view its clients ask for (a node or a list of nodes); None: everything
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,8 @@ class Connection:
     batches: list[Record] = field(default_factory=list)
     notices: list[Record] = field(default_factory=list)
     close: Record | None = None
+    connect: Record | None = None  # the handshake's record, just before the init (with ``since`` if resuming)
+    resume_requests: list[Record] = field(default_factory=list)  # resume messages sent on this connection
 
     @property
     def epoch(self) -> Any:
@@ -123,6 +128,13 @@ class Connection:
     def is_replay(self, batch: Record) -> bool:
         """A batch the server replayed on resume: its seq is at or below the seq the init announced."""
         return self.init_seq is not None and batch.get("seq") is not None and batch["seq"] <= self.init_seq
+
+    def resume_asked(self) -> bool | None:
+        """Whether the client asked to resume on this connection (at connect or by a message) or the
+        server said it resumed; None when the history does not say (no connect record)."""
+        if self.resume_requests or self.notice("resumed") is not None:
+            return True
+        return None if self.connect is None else self.connect.get("since") is not None
 
     def last_seq(self) -> int | None:
         seqs = [b["seq"] for b in self.batches if b.get("seq") is not None]
@@ -245,11 +257,17 @@ def split_connections(records: Iterable[Record]) -> list[Connection]:
     Batches or notices outside any open connection start one without an init."""
     connections: list[Connection] = []
     current: Connection | None = None
+    connect: Record | None = None
     for record in records:
         kind = record["kind"]
-        if kind == "init":
-            current = Connection(init=record)
+        if kind == "connect":
+            connect = record
+        elif kind == "init":
+            current = Connection(init=record, connect=connect)
             connections.append(current)
+            connect = None
+        elif kind == "resume_request" and current is not None and current.close is None:
+            current.resume_requests.append(record)
         elif kind in ("batch", "notice"):
             if current is None or current.close is not None:
                 current = Connection(init=None)

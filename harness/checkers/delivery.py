@@ -42,6 +42,7 @@ class ClientDelivery:
     client: str
     batches: int = 0
     lost: list[int] = field(default_factory=list)
+    before_init: list[int] = field(default_factory=list)  # live batches at or below their init's seq
     duplicated: list[int] = field(default_factory=list)
     reordered: list[int] = field(default_factory=list)
     duplicated_ids: list[str] = field(default_factory=list)
@@ -53,6 +54,7 @@ class ClientDelivery:
     def counts(self) -> dict[str, int]:
         return {
             "lost": len(self.lost),
+            "before_init": len(self.before_init),
             "duplicated": len(self.duplicated),
             "reordered": len(self.reordered),
             "duplicated_ids": len(self.duplicated_ids),
@@ -105,9 +107,11 @@ def check_delivery(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
             "clock_tolerance_ms": 100.0,
         },
     )
-    cohorts = opts["cohorts"] or sorted(n for n, c in ctx.cohorts.items() if c.kind == "probe" and n not in ctx.faulted)
+    cohorts = opts["cohorts"] or sorted(
+        n for n, c in ctx.cohorts.items() if c.kind == "probe" and n not in ctx.faulted and c.view is None
+    )  # a cohort with a view gets only the view's events: the views checker judges it
     if not cohorts:
-        why = "not applicable: no healthy probe cohort to check: every probe cohort was faulted"
+        why = "not applicable: no healthy probe cohort to check: every probe cohort was faulted or has a view"
         return Verdict.unknown("delivery", NOT_APPLICABLE, why)
     fed = list(ctx.history.of("feed"))
     evidence = _cohort_size_evidence(ctx, cohorts)
@@ -270,6 +274,7 @@ def _scan_connection(
 ) -> None:
     live: list[int] = []
     top: dict[bool, int] = {}
+    _before_init(result, conn)
     for batch in conn.batches:
         result.batches += 1
         _scan_ids(result, batch, seen_ids)
@@ -291,6 +296,18 @@ def _scan_connection(
             live.append(seq)
             _latency(result, batch)
     _lost_seqs(result, conn, live)
+
+
+def _before_init(result: ClientDelivery, conn: Connection) -> None:
+    """On a connection that asked for no resume, every batch is new: one at or below the seq the init
+    announced means the init gave a wrong position (a client resuming from it would skip a batch)."""
+    if conn.resume_asked() is not False or conn.init_seq is None:
+        return
+    stale = [b for b in conn.batches if isinstance(b.get("seq"), int) and b["seq"] <= conn.init_seq]
+    if stale:
+        result.before_init.extend(b["seq"] for b in stale)
+        _note(result, "batch at or below the init's seq, no resume asked", stale[0], seq=stale[0]["seq"],
+              init_seq=conn.init_seq, epoch=conn.epoch)  # fmt: skip
 
 
 def _scan_ids(result: ClientDelivery, batch: Record, seen_ids: dict[str, Record]) -> None:
@@ -405,7 +422,7 @@ def _delivery_figures(results: list[ClientDelivery], fed: list[Record]) -> Figur
         "batches": sum(r.batches for r in results),
         "events_fed": sum(len(f.get("ids") or []) for f in fed),
     }
-    for name in ("lost", "duplicated", "reordered", "duplicated_ids", "missing_ids"):
+    for name in ("lost", "before_init", "duplicated", "reordered", "duplicated_ids", "missing_ids"):
         figures[name] = sum(r.counts()[name] for r in results)
     for result in results:
         for name, count in result.counts().items():
@@ -429,7 +446,7 @@ def _delivery_verdict(
     if evidence:
         problems = ", ".join(
             f"{figures[k]} {k.replace('_', ' ')}"
-            for k in ("lost", "duplicated", "reordered", "duplicated_ids", "missing_ids")
+            for k in ("lost", "before_init", "duplicated", "reordered", "duplicated_ids", "missing_ids")
             if figures[k]
         )
         first = cap_evidence(evidence)[0]

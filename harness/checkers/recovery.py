@@ -159,30 +159,29 @@ def _reconnects(
 
 
 def _continuity(client: str, conns: list[Connection], tally: Counter) -> list[dict[str, Any]]:
+    """By seq, per reconnect: from the last seq the client had (or, after a resync, from the seq the new
+    connection's init announced) up to the newest seq it saw, nothing may be missing; and a server
+    that says ``resumed`` must not have changed its epoch under the client."""
     problems = []
     for prev, nxt in pairwise(conns):
+        resumed = nxt.notice("resumed") is not None
+        base = {"client": client, "init_seq": nxt.init_seq, "epoch": nxt.epoch, "t": nxt.start_t}
         if told_to_resync(prev, nxt):
+            if resumed and nxt.notice("resync_required") is None:
+                problems.append({**base, "problem": "resumed across an epoch change", "epoch_before": prev.epoch,
+                                 "last_seq_before": prev.last_seq()})  # fmt: skip
+                continue
             tally["resynced"] += 1
-            continue
-        last = prev.last_seq()
+            last, problem = nxt.init_seq, "gap after resync"
+        else:
+            last, problem = prev.last_seq(), "gap after resume" if resumed else "silent gap"
         seqs = {b["seq"] for b in nxt.batches if b.get("seq") is not None}
         upto = max([*seqs, nxt.init_seq if nxt.init_seq is not None else -1])
         if last is None or upto <= last:
             continue
         missing = [s for s in range(last + 1, upto + 1) if s not in seqs]
-        resumed = nxt.notice("resumed") is not None
-        tally["resumed"] += resumed
+        tally["resumed"] += resumed and problem != "gap after resync"
         if missing:
-            problems.append(
-                {
-                    "client": client,
-                    "problem": "gap after resume" if resumed else "silent gap",
-                    "first_missing_seq": missing[0],
-                    "missing": len(missing),
-                    "last_seq_before": last,
-                    "init_seq": nxt.init_seq,
-                    "epoch": nxt.epoch,
-                    "t": nxt.start_t,
-                }
-            )
+            problems.append({**base, "problem": problem, "first_missing_seq": missing[0], "missing": len(missing),
+                             "last_seq_before": last})  # fmt: skip
     return problems

@@ -53,6 +53,7 @@ class Ready:
     epoch: Any = None
     seq: int | None = None
     nodes: tuple[str, ...] = ()
+    view: Any = None  # the view the server says it applied (a node, a list of nodes, "all"), if it says
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +120,16 @@ class Dialect:
         """The text asking for another view of the stream; None when the dialect has no views."""
         return None
 
+    def view_url(self, url: str, view: Any) -> str | None:
+        """``url`` asking for ``view`` (a node or a list of nodes) from the connection's start; None
+        when the dialect has no views."""
+        return None
+
+    def resume_message(self, position: Position) -> str | None:
+        """The text asking, on an open connection, for what came after ``position``; None when the
+        dialect has no such message."""
+        return None
+
     def quick_batch(self, data: bytes) -> tuple[int, float] | None:
         """A batch's seq and sent_at read without a JSON parse, when the dialect can (the load users'
         hot path); None to fall back on ``parse``."""
@@ -152,11 +163,11 @@ def dumps(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
-def add_query(url: str, query: Mapping[str, str]) -> str:
-    """``url`` with ``query`` added to (or replacing keys of) its query string."""
+def add_query(url: str, query: Mapping[str, str | list[str]]) -> str:
+    """``url`` with ``query`` added to (or replacing keys of) its query string; a list value repeats its key."""
     parts = urlsplit(url)
     kept = [p for p in parts.query.split("&") if p and p.split("=", 1)[0] not in query]
-    joined = "&".join([*kept, urlencode(dict(query))]) if query else parts.query
+    joined = "&".join([*kept, urlencode(dict(query), doseq=True)]) if query else parts.query
     return urlunsplit((parts.scheme, parts.netloc, parts.path, joined, parts.fragment))
 
 

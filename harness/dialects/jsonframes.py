@@ -110,6 +110,10 @@ class JsonDialect(Dialect):
             texts.append(dumps(fill(message, {"epoch": resume.epoch, "since": resume.seq})))
         return texts
 
+    def resume_message(self, position: Position) -> str | None:
+        message = self.resume.get("message")
+        return None if message is None else dumps(fill(message, {"epoch": position.epoch, "since": position.seq}))
+
     def parse(self, text: str) -> list[Record]:
         if self.ping is not None and isinstance(self.ping["match"], str) and text == self.ping["match"]:
             return [Reply(self.heartbeat_text or "")]

@@ -1,5 +1,6 @@
 """The monitor's dialect: ``init``, ``log_entry_batch {seq, sent_at, events}``, ``resumed``,
-``resync_required``; a client resumes by reconnecting with ``?epoch=E&since=S``.
+``resync_required``; a client resumes by reconnecting with ``?epoch=E&since=S`` or by a ``resume``
+request, and asks for a view with ``?view=NODE`` (repeated for several nodes), which the init confirms.
 
 A target file's ``messages:`` block renames the types and fields (``MessageShape``), so a server that
 speaks the same protocol under other names needs nothing more.
@@ -39,6 +40,7 @@ class MessageShape:
     event_id: str = "piece_id"
     sent_at: str = "sent_at"
     epoch: str = "epoch"
+    view: str = "view"  # in the init: the view the server applied
     notice_types: tuple[str, ...] = ("resumed", "resync_required", "error")
     resume_query: bool = True  # reconnect with ?epoch=E&since=S
     type_key: str = "type"
@@ -84,7 +86,7 @@ class MonitorDialect(Dialect):
         if kind == shape.init_type:
             nodes = msg.get("nodes")
             names = tuple(n for n in nodes if isinstance(n, str)) if isinstance(nodes, list) else ()
-            return [Ready(msg.get(shape.epoch), integer(msg.get(shape.seq)), names)]
+            return [Ready(msg.get(shape.epoch), integer(msg.get(shape.seq)), names, msg.get(shape.view))]
         if kind in shape.notice_types:
             return [Notice(kind, msg)]
         return [Info(kind)] if isinstance(kind, str) else []
@@ -99,6 +101,12 @@ class MonitorDialect(Dialect):
 
     def set_view(self, view: Any) -> str | None:
         return json.dumps({"type": "set_view", "view": view})
+
+    def view_url(self, url: str, view: Any) -> str | None:
+        return add_query(url, {"view": view if isinstance(view, str) else [str(v) for v in view]})
+
+    def resume_message(self, position: Position) -> str | None:
+        return json.dumps({self.shape.type_key: "resume", "epoch": position.epoch, "since": position.seq})
 
     def quick_batch(self, data: bytes) -> tuple[int, float] | None:
         fast = self._prefix.match(data)
