@@ -96,6 +96,7 @@ def leak_writer_task() -> None:
 
     async def write_loop(self: Hub, client: Client) -> None:
         await original_write_loop(self, client)
+        _kept.append(asyncio.current_task())  # the hub's list of writers, never pruned
         await asyncio.Event().wait()
 
     Hub.evict = evict  # type: ignore[method-assign]
