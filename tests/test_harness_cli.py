@@ -247,13 +247,25 @@ def test_failed_run_leaves_no_process(tmp_path):
         "name": "dies", "command": ["{python}", "-c", "import sys; print('boom', file=sys.stderr); sys.exit(3)"],
         "ready": {"tcp": True, "timeout": 5}, "feed": None,
     }))  # fmt: skip
-    before = {p.pid for p in psutil.process_iter()}
-    result = wschaos("run", "baseline", "--target", str(target), "--out", str(tmp_path / "runs"))
+    mark = f"failed-run-{os.getpid()}-{time.monotonic_ns()}"  # inherited by every child of this run only
+    result = wschaos("run", "baseline", "--target", str(target), "--out", str(tmp_path / "runs"),
+                     env={"WSCHAOS_TEST_RUN": mark})  # fmt: skip
     assert result.returncode == 1
     assert "exited with code 3" in result.stdout and "boom" in result.stdout
     time.sleep(0.5)
-    new = [p for p in psutil.process_iter(["cmdline"]) if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE]
-    assert [p.info["cmdline"] for p in new if "toxiproxy" in " ".join(p.info["cmdline"] or [])] == []
+    assert [p.cmdline() for p in started_by(mark)] == []
+
+
+def started_by(mark: str) -> list[psutil.Process]:
+    """Live processes whose environment carries ``mark`` (other tests' processes do not)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("WSCHAOS_TEST_RUN") == mark and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
+            pass
+    return found
 
 
 def test_mutants_reads_its_catalogue_from_the_mutants_module(tmp_path):
