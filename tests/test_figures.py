@@ -3,9 +3,14 @@ warnings where a normal event should be quiet."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from harness.checkers import CHECKERS
+from harness.errors import HarnessError
+from harness.faultbase import FAULTS, FaultSpec, make_fault
+from harness.faultfamilies.badinput import MalformedInput, frames
 from harness.history import History
 from harness.serverstats import parse_counts
 from harness.targetspec import TARGETS_DIR, StatsSpec, TargetError, bundled_monitor, load_target, parse_target
@@ -167,3 +172,21 @@ def test_no_error_logs_errors_and_warnings_together() -> None:
     verdict = CHECKERS["no_error_logs"](ctx_for(h), {"warnings": 1})
     assert verdict.status == "fail" and verdict.summary.startswith("1 error line(s)")
     assert [e["lineno"] for e in verdict.evidence] == [1]
+
+
+def test_malformed_input_frames_cover_each_kind() -> None:
+    sent = frames(20_000)
+    assert "{not json" in sent and json.dumps({"type": "no_such_request"}) in sent
+    assert json.dumps({"type": 5}) in sent and any(isinstance(f, bytes) for f in sent)
+    assert max(len(f) for f in sent) > 20_000
+    assert not any(isinstance(f, str) and f.startswith("[[[") for f in sent)
+    assert frames(20_000, nesting=3)[-1] == "[[[]]]"
+
+
+def test_malformed_input_params_are_checked() -> None:
+    assert FAULTS["malformed_input"] is MalformedInput
+    with pytest.raises(HarnessError, match="must be an integer"):
+        make_fault(FaultSpec("bad", "malformed_input", None, {"clients": "many"}))
+    with pytest.raises(HarnessError, match="unknown params"):
+        make_fault(FaultSpec("bad", "malformed_input", None, {"depth": 3}))
+    assert make_fault(FaultSpec("bad", "malformed_input", None, {})).params["huge_bytes"] > 1024 * 1024
