@@ -9,9 +9,11 @@ with a server's ``sent_at``) and ``kind``. The kinds and their fields:
 - ``feed_rate``: ``rate`` (events a second the feed starts at), ``share_percent``, ``capacity`` and ``key``
   (when the scenario gave the rate as a share of the target's stored capacity)
 - ``fault_start`` / ``fault_heal``: ``fault`` (its name in the scenario), ``type``, ``cohort``, ``params``
-- ``connect``: ``client``, ``cohort``, ``attempt``
+- ``connect``: ``client``, ``cohort``, ``attempt``, ``since`` (the seq it resumes after, None for a fresh
+  start), ``view`` (when it asked for one)
 - ``connect_error``: ``client``, ``cohort``, ``error``
-- ``init``: ``client``, ``epoch``, ``seq``
+- ``init``: ``client``, ``epoch``, ``seq``, ``view`` (when the server says which view it applied)
+- ``resume_request``: ``client``, ``cohort``, ``epoch``, ``since`` (a resume message sent on an open connection)
 - ``batch``: ``client``, ``seq``, ``ids``, ``sent_at`` (server wall time), ``recv_at`` (client wall time)
 - ``notice``: ``client``, ``type`` (resumed, resync_required, error), ``body``
 - ``close``: ``client``, ``cohort``, ``code`` (None when the connection just broke), ``by`` (server,

@@ -67,13 +67,15 @@ def check_delivery(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
     """Every healthy client receives every broadcast exactly once, in order, within a latency bound.
 
     Per client, from its batches: lost seqs (gaps within one connection, which expects init.seq + 1
-    next), duplicated seqs, reordered seqs, event ids received twice; and end to end, every event id fed
+    next), batches at or below the init's seq on a connection that asked for no resume (the init gave a
+    wrong position), duplicated seqs, reordered seqs, event ids received twice; and end to end, every event id fed
     after the client's first init must reach it (except what a resync_required or a new epoch excuses,
     and what was fed after a close the harness or a target stop caused). A client with no batches while
     events were fed fails. Latency is recv_at - sent_at of live batches (replays excluded), in ms.
 
     Options:
-      cohorts: the cohorts to check (default: every probe cohort that no fault hit).
+      cohorts: the cohorts to check (default: every probe cohort that no fault hit and that asks for no
+        view; the views checker judges those).
       latency_p50_ms, latency_p99_ms: bounds on those quantiles (default None: reported, not judged).
       e2e_p50_ms, e2e_p99_ms: bounds on end-to-end latency, from the feed's write of an event to its
         receipt (it includes the target's own ingest and batching delays, and any stall before a broadcast).

@@ -43,7 +43,9 @@ def check_recovery(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
     (server faults) and target kills and pauses count for every cohort. The gap checks apply to every
     reconnect of the cohort's clients: by seq (the seqs after the last one seen before the break), and
     by fed event id, also for batches without a seq (see ``harness.checkers.reconnects``), which also
-    finds ids received twice and seqs going back across a reconnect.
+    finds ids received twice and seqs going back across a reconnect. After a resync, nothing may be
+    missing from the seq the new init announced on; and a ``resumed`` on a connection whose epoch is not
+    the one the client had fails: the server claims to continue a stream it no longer has.
 
     A target file that declares ``semantics: {gaps_after_reconnect: allowed}`` does not promise the
     missed events: its gaps are counted and named in the summary, not failed.

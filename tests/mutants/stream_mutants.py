@@ -127,3 +127,14 @@ def view_skips_empty_batches() -> None:
         return result
 
     Stream.broadcast = broadcast  # type: ignore[method-assign]
+
+
+@mutant("views", "views")
+def view_filter_ignored() -> None:
+    """Batches ignore the client's view: a client that watches one node gets every node's events
+    (its init still confirms the view it asked for)."""
+
+    def message(self: stream.Batch, view: Any) -> dict[str, Any]:
+        return {"type": "log_entry_batch", "seq": self.seq, "sent_at": self.sent_at, "events": self.events}
+
+    stream.Batch.message = message  # type: ignore[method-assign]
