@@ -218,8 +218,13 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     try:
         await ws.prepare(request)
     except (ConnectionError, RuntimeError) as exc:
+        # The client went away mid-handshake. Returning the half-prepared ``ws`` would make aiohttp
+        # finish it and log "Call .prepare() first" at ERROR; a plain response it writes (or drops
+        # quietly on the dead transport) instead.
         log.debug("handshake did not complete: %r", exc)
-        return ws
+        response = web.Response(status=400, text="handshake did not complete")
+        response.force_close()
+        return response
     limit_send_buffer(request, config.sndbuf)
     if state.closing:
         # Accepted while shutting down, after every registered client was closed: close this one too.

@@ -153,3 +153,21 @@ async def test_frames_sent_with_the_handshake_are_checked_too(mon, masked, close
     assert close_code(data) == close
     if masked:
         assert [m["t"] for m in texts(data) if m["type"] == "pong"] == [7]
+
+
+def test_clients_that_reset_mid_handshake_leave_no_error_record(mon):
+    """An upgrade request followed at once by a reset, many times: the handshake fails on a dead
+    transport, which must stay a DEBUG line (returning the half-prepared response made aiohttp log
+    "Call .prepare() first" at ERROR)."""
+    upgrade = (
+        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    for _ in range(300):
+        sock = socket.create_connection(("127.0.0.1", mon.port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.sendall(upgrade)
+        sock.close()  # SO_LINGER 0: a reset, with the request already sent
+    time.sleep(1.0)
+    assert mon.health()["status"] == "ok"
+    assert loud(mon) == []
