@@ -468,7 +468,7 @@ def _starts_with(f: io.FileIO, head: bytes) -> bool:
 
 def _find_copy(path: Path, head: bytes, offset: int, ident: tuple[int, int]) -> tuple[Path, io.FileIO] | None:
     """A file beside ``path`` (named after it, not the file ``ident``) that starts with ``head`` and
-    is longer than ``offset``: the copy a copytruncate left of the old content."""
+    holds ``offset`` bytes or more: the copy a copytruncate left of the old content."""
     if not head:
         return None
     try:
@@ -481,7 +481,7 @@ def _find_copy(path: Path, head: bytes, offset: int, ident: tuple[int, int]) -> 
         if opened is None:
             continue
         f, st = opened
-        if _ident(st) != ident and stat.S_ISREG(st.st_mode) and st.st_size > offset and _starts_with(f, head):
+        if _ident(st) != ident and stat.S_ISREG(st.st_mode) and st.st_size >= offset and _starts_with(f, head):
             return path.parent / name, f
         f.close()
     return None

@@ -110,3 +110,21 @@ async def test_database_from_before_heads_is_upgraded(tmp_path: Path) -> None:
         assert await store.load_offsets() == {"a": FileOffset(1, 2, 5, 4, b"xy")}
     finally:
         await store.close()
+
+
+async def test_rotated_file_moved_away_while_down_is_a_warning(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    await rig.start(from_start=True)
+    append(rig.log, lines(range(5)))
+    await rig.wait_received(5)
+    await rig.stop()
+    append(rig.log, lines(range(5, 7)))  # never read: the file goes where the monitor cannot see it
+    elsewhere = rig.dir / "archive"
+    elsewhere.mkdir()
+    rig.log.rename(elsewhere / "node.log.1")
+    append(rig.log, lines(range(7, 10)))
+    rig.received.clear()
+    with caplog.at_level(logging.WARNING, logger="monitor.ingest"):
+        await rig.start()
+        await rig.wait_received(3)
+    assert pieces(rig.received) == [7, 8, 9]
+    assert any("is no longer beside" in r.getMessage() and "was not read" in r.getMessage() for r in caplog.records)

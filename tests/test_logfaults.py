@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from harness.checkers import FAIL, NOT_APPLICABLE, PASS, CheckContext
+from harness.checkers.crash_persistence import check_crash_persistence
 from harness.errors import HarnessError
 from harness.external import external_skip_reason
 from harness.faultbase import FaultContext, FaultSpec
@@ -129,3 +131,21 @@ def test_split_lines_need_a_file_feed(tmp_path: Path) -> None:
     spec = TargetSpec(name="t", command=["true"], feed=FeedSpec("http", url="http://127.0.0.1:9/in"))
     with pytest.raises(FeedError, match=r"feed.split_lines: needs a feed that writes files .* not http"):
         Feed(spec, tmp_path, History(), rate=0, rng=random.Random(1), split_lines=True)
+
+
+def crash_checks(missing_at: dict[int, int]) -> CheckContext:
+    history = History()
+    for n in (1, 2, 3):
+        missing = missing_at.get(n, 0)
+        history.record("crash_check", fault="c", n=n, fed=100 * n, missing=missing, duplicated=0,
+                       first_missing=["x"] * missing, first_duplicated=[], waited_s=3.0)  # fmt: skip
+    return CheckContext(history=history)
+
+
+def test_crash_persistence_judges_each_crash() -> None:
+    assert check_crash_persistence(crash_checks({}), {}).status == PASS
+    verdict = check_crash_persistence(crash_checks({2: 7}), {})
+    assert verdict.status == FAIL and verdict.evidence[0]["crash"] == 2
+    assert verdict.summary.startswith("1 of 3 crashes lost or doubled ids; first: crash 2: 7 of 200 ids")
+    nothing = check_crash_persistence(CheckContext(history=History()), {})
+    assert nothing.status == "unknown" and nothing.unknown_reason == NOT_APPLICABLE

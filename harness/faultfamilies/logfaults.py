@@ -14,19 +14,23 @@ between the copy and the truncation, so whatever the target loses is its own doi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.errors import HarnessError
 from harness.faultbase import Fault, FaultContext, FaultSpec
+from harness.targetspec import TargetError
 
 log = logging.getLogger(__name__)
 
 MODES = ("rename", "copytruncate")
 POLL = 0.05
+CHECK_POLL = 0.2
 
 
 def feed_files(ctx: FaultContext, fault: str) -> dict[str, Path]:
@@ -152,10 +156,19 @@ class ServerDown(TargetFault):
 
 class CrashLoop(TargetFault):
     """kill -9 the target ``kills`` times, each after a seeded random ``min_gap``..``max_gap`` seconds
-    of running, and start it again ``restart_after`` seconds after each kill."""
+    of running, and start it again ``restart_after`` seconds after each kill.
+
+    After each restart it checks, while the loop goes on, that every id fed before that kill is
+    stored exactly once within ``check_within`` seconds, and records a ``crash_check`` (judged by the
+    ``crash_persistence`` checker); a target without stored ids gets none."""
 
     type = "crash_loop"
-    defaults: ClassVar[dict[str, Any]] = {"kills": 5, "min_gap": 0.3, "max_gap": 1.0, "restart_after": 0.2}
+    defaults: ClassVar[dict[str, Any]] = {"kills": 5, "min_gap": 0.3, "max_gap": 1.0, "restart_after": 0.2,
+                                          "check_within": 3.0}  # fmt: skip
+
+    def __init__(self, spec: FaultSpec) -> None:
+        super().__init__(spec)
+        self.checks: list[asyncio.Task[None]] = []
 
     @classmethod
     def problems(cls, spec: FaultSpec) -> list[tuple[str, str]]:
@@ -169,7 +182,31 @@ class CrashLoop(TargetFault):
         for i in range(self.params["kills"]):
             running = ctx.rng.uniform(self.params["min_gap"], self.params["max_gap"])
             await asyncio.sleep(running)
+            fed = [str(i) for f in ctx.history.of("feed") for i in f.get("ids") or []]
             ctx.history.record("crash", fault=self.spec.name, n=i + 1, after_s=round(running, 3))
             await ctx.target.kill9()
             await asyncio.sleep(self.params["restart_after"])
             await ctx.target.start()
+            if ctx.target.spec.persistence is not None:
+                self.checks.append(self.spawn(self._check(ctx, i + 1, fed), f"check-{i + 1}"))
+
+    async def _check(self, ctx: FaultContext, n: int, fed: list[str]) -> None:
+        """Wait until every id in ``fed`` is stored (at most ``check_within`` s); record what was not."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        stored: Counter[str] = Counter()
+        missing = fed
+        while missing and loop.time() - started < self.params["check_within"]:
+            await asyncio.sleep(CHECK_POLL)
+            with contextlib.suppress(TargetError):  # the database may not be there yet, or busy
+                stored = Counter(ctx.target.stored_ids() or [])
+            missing = [i for i in fed if not stored[i]]
+        duplicated = [i for i in fed if stored[i] > 1]
+        ctx.history.record("crash_check", fault=self.spec.name, n=n, fed=len(fed), missing=len(missing),
+                           duplicated=len(duplicated), first_missing=missing[:5], first_duplicated=duplicated[:5],
+                           waited_s=round(loop.time() - started, 3))  # fmt: skip
+
+    async def undo(self, ctx: FaultContext) -> None:
+        """Let the last checks finish (each is bounded by ``check_within``)."""
+        if self.checks:
+            await asyncio.wait(self.checks)

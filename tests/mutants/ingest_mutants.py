@@ -96,11 +96,15 @@ def backlog_one_chunk() -> None:
 
 @mutant("crash_loop", "persistence")
 def offsets_before_events() -> None:
-    """Offsets are committed in a transaction of their own before their events: a crash between the
-    two commits leaves the offset past lines that were never stored, and they are never read again."""
+    """Offsets are committed before their events, which follow one transaction each (no transaction
+    around the batch): a crash after the offsets and before the last event leaves the offset past lines
+    that were never stored, and they are never read again."""
 
     async def write(self: ingest.Ingest, events: list[dict[str, Any]], offsets: dict[str, FileOffset]) -> Any:
         await self._store.write_batch_new([], offsets)
-        return await self._store.write_batch_new(events, {})
+        new: list[dict[str, Any]] = []
+        for event in events:
+            new += await self._store.write_batch_new([event], {})
+        return new
 
     ingest.Ingest._write = write  # type: ignore[method-assign]
