@@ -29,7 +29,7 @@ from harness.errors import HarnessError
 from harness.external import external_skip_reason, inapplicable_checks, make_target
 from harness.faults import Fault, FaultContext, make_fault
 from harness.feed import Feed
-from harness.history import History
+from harness.history import HISTORY_FILE, History
 from harness.load import LocustRun
 from harness.scenario import CohortSpec, Scenario, check_target_params
 from harness.target import Target
@@ -349,7 +349,7 @@ async def run_scenario(
         result = ScenarioResult(scenario.name, "skipped", [], 0.0, out_dir, seed, reason=skipped)
         (out_dir / "result.json").write_text(json.dumps(result.to_json(), indent=2))
         return result
-    history = History(out_dir / "history.jsonl")
+    history = History(out_dir / HISTORY_FILE)
     started = time.monotonic()
     phases: dict[str, float] = {}
     target = make_target(target_spec, out_dir / "target", history, params=scenario.target_params)

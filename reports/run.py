@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.history import History
+from harness.history import History, find_history, read_lines
 
 SUMMARY_SCHEMA = "wschaos.summary/1"
 
@@ -75,16 +75,18 @@ def load_run(run_dir: Path) -> Run:
 
 def _scenario(run_dir: Path, result: dict[str, Any]) -> ScenarioRun:
     folder = run_dir / str(result["name"])
-    return ScenarioRun(result, folder, _history(folder / "history.jsonl"))
+    return ScenarioRun(result, folder, _history(find_history(folder)))
 
 
 def _history(path: Path) -> History:
-    """The scenario's history; a line cut short (a run killed mid-write) is skipped, not fatal."""
+    """The scenario's history (plain or compressed); a line cut short (a run killed mid-write) is
+    skipped, not fatal."""
     history = History()
     if not path.is_file():
         return history
-    with path.open(encoding="utf-8", errors="replace") as fh:
-        for line in fh:
+    history.loaded = read_lines(path)
+    for line in history.loaded.lines:
+        if line.strip():
             try:
                 record = json.loads(line)
             except ValueError:
