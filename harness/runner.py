@@ -313,7 +313,8 @@ async def execute(run: Run, out_dir: Path, progress: Progress, phases: dict[str,
         await wait_for_drain(run, feed)
         phases["drain_s"] = time.monotonic() - mark
     mark = time.monotonic()
-    run.history.record("step", name="checks", detail=sorted(scenario.checks))
+    run.history.record("step", name="checks", detail=sorted(scenario.checks), checks=scenario.checks,
+                       faulted=sorted(run.faulted), cohorts=[[s.name, s.clients, s.kind] for s in scenario.cohorts])
     dialect = run.target.spec.make_dialect()
     id_setting = dialect.id_setting
     ctx_checks = CheckContext(

@@ -27,6 +27,7 @@ from harness.scenario import SCENARIO_DIR, Scenario, ScenarioError, check_target
 from harness.targetspec import TargetSpec, bundled_monitor, load_target
 from harness.toxiproxy import running_toxiproxy
 from wschaos import mutants as matrix
+from wschaos.analyze_cmd import analyze_command
 
 STATUS_COLOURS = {"pass": "green", "fail": "red", "error": "magenta", "unknown": "yellow", "skipped": "cyan"}
 BROKEN = ("fail", "error")  # the statuses that fail a run; "unknown" is reported, not failed
@@ -405,6 +406,9 @@ def load_command(
     click.echo(f"{coloured(result.verdict.status)} {result.verdict.summary}")
     click.echo(f"Locust's reports: {run_dir}/locust.html, locust.json, locust_stats.csv")
     sys.exit(0 if result.verdict.status == "pass" else 1)
+
+
+cli.add_command(analyze_command)
 
 
 def main() -> None:
