@@ -98,12 +98,23 @@ class History:
             self._file = None
 
     @classmethod
-    def load(cls, path: Path) -> History:
-        """The records of a history file; ``dir/history.jsonl`` finds ``dir/history.jsonl.gz`` too. A
-        compressed file cut short is read up to its last flush; a broken line is an error."""
+    def load(cls, path: Path, *, skip_broken: bool = False) -> History:
+        """The records of a history file; ``dir/history.jsonl`` finds ``dir/history.jsonl.gz`` too, and a
+        folder stands for the history in it. A compressed file cut short is read up to its last flush;
+        a broken line is an error, or skipped with ``skip_broken`` (as is a line that is not a record)."""
         history = cls()
         history.loaded = read_lines(find_history(path))
-        history.records = [json.loads(line) for line in history.loaded.lines if line.strip()]
+        for line in history.loaded.lines:
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                if skip_broken:
+                    continue
+                raise
+            if not skip_broken or (isinstance(record, dict) and "kind" in record and "t" in record):
+                history.records.append(record)
         if history.loaded.truncated:
             log.warning("%s", history.loaded.note)
         return history

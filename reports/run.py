@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.history import History, find_history, read_lines
+from harness.history import History
 
 SUMMARY_SCHEMA = "wschaos.summary/1"
 
@@ -75,25 +75,16 @@ def load_run(run_dir: Path) -> Run:
 
 def _scenario(run_dir: Path, result: dict[str, Any]) -> ScenarioRun:
     folder = run_dir / str(result["name"])
-    return ScenarioRun(result, folder, _history(find_history(folder)))
+    return ScenarioRun(result, folder, _history(folder))
 
 
-def _history(path: Path) -> History:
+def _history(folder: Path) -> History:
     """The scenario's history (plain or compressed); a line cut short (a run killed mid-write) is
     skipped, not fatal."""
-    history = History()
-    if not path.is_file():
-        return history
-    history.loaded = read_lines(path)
-    for line in history.loaded.lines:
-        if line.strip():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and "kind" in record and "t" in record:
-                history.records.append(record)
-    return history
+    try:
+        return History.load(folder, skip_broken=True)
+    except FileNotFoundError:
+        return History()
 
 
 def _read_json(path: Path) -> dict[str, Any]:

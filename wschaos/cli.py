@@ -164,11 +164,16 @@ def cli() -> None:
 @click.option("--capacity", "capacity_file", type=click.Path(path_type=Path), default=None,
               help="capacities measured by `wschaos calibrate`, for feed rates given as a share "
                    "(default: OUT/capacity.json)")  # fmt: skip
+@click.option("--baseline", type=click.Path(path_type=Path), default=None,
+              help="an earlier run to gate this one against (see --fail-on); exit 1 on a regression")  # fmt: skip
+@click.option("--fail-on", "fail_on", default=None, metavar="RULES",
+              help="with --baseline: e.g. 'eviction_s>+1,p99_ms>+20%,status' (default: status)")  # fmt: skip
 def run(
     scenarios: tuple[str, ...], target_file: Path | None, seed: int | None, out: Path, core: bool,
-    capacity_file: Path | None,
+    capacity_file: Path | None, baseline: Path | None, fail_on: str | None,
 ) -> None:  # fmt: skip
     """Run SCENARIOS (names or files; default: every file in scenarios/)."""
+    rules = gate_rules(baseline, fail_on)
     chosen = [load(p) for p in discover(scenarios)]
     if core:
         chosen = [s for s in chosen if s.core]
@@ -192,7 +197,25 @@ def run(
     write_summary(run_dir, results, seed, target, wall, given=scenario_args(scenarios, chosen), target_arg=target_file)
     print_summary(results, run_dir, wall)
     write_run_reports(run_dir)
-    sys.exit(0 if all(r.status not in BROKEN for r in results) else 1)
+    regressed = baseline is not None and report_gate(baseline, run_dir, rules)
+    sys.exit(0 if all(r.status not in BROKEN for r in results) and not regressed else 1)
+
+
+def gate_rules(baseline: Path | None, fail_on: str | None) -> list[Any]:
+    """The --fail-on rules, read (and the baseline found) before anything runs."""
+    from reports.gates import baseline_rules  # here: the reports are slow to import
+
+    return baseline_rules(baseline, fail_on)
+
+
+def report_gate(base: Path, new: Path, rules: list[Any]) -> bool:
+    """Prints the gate's lines; True when the new run regressed."""
+    from reports.gates import gate
+
+    lines, regressed = gate(base, new, rules)
+    for line in lines:
+        click.echo(line, err=regressed)
+    return regressed
 
 
 def check_params(chosen: list[Scenario], target: TargetSpec) -> None:
@@ -268,18 +291,24 @@ def mutants(names: tuple[str, ...], full: bool, seed: int, out: Path, mutants_mo
 @click.option("--compare", "compare_dirs", nargs=2, type=click.Path(path_type=Path), metavar="RUN_A RUN_B",
               help="say what changed from RUN_A to RUN_B instead")  # fmt: skip
 @click.option("--out", type=click.Path(path_type=Path), help="where compare.html goes (default: RUN_B/compare.html)")
-def report(run_dir: Path | None, compare_dirs: tuple[Path, Path] | None, out: Path | None) -> None:
+@click.option("--fail-on", "fail_on", default=None, metavar="RULES",
+              help="with --compare: exit 1 when RUN_B regressed from RUN_A, "
+                   "e.g. 'eviction_s>+1,p99_ms>+20%,status'")  # fmt: skip
+def report(run_dir: Path | None, compare_dirs: tuple[Path, Path] | None, out: Path | None, fail_on: str | None) -> None:
     """Write the reports of RUN_DIR again (default: runs/latest), or compare two runs."""
     from reports import write_reports  # here, not at the top: matplotlib is slow to import for `wschaos list`
     from reports.compare import compare_runs, comparison_text, write_compare_html
     from reports.terminal import paths_line, summary_lines
 
     if compare_dirs:
+        rules = gate_rules(compare_dirs[0], fail_on) if fail_on is not None else []
         comparison = compare_runs(*compare_dirs)
         click.echo(comparison_text(comparison))
         path = write_compare_html(comparison, out or Path(compare_dirs[1]) / "compare.html")
         click.echo(f"\nComparison: {path}")
-        return
+        sys.exit(1 if rules and report_gate(*compare_dirs, rules) else 0)
+    if fail_on is not None:
+        raise HarnessError("--fail-on needs --compare RUN_A RUN_B")
     paths = write_reports(run_dir or Path("runs") / "latest")
     for line in summary_lines(json.loads(paths["json"].read_text(encoding="utf-8"))):
         click.echo(line)
