@@ -91,6 +91,7 @@ def write_both(tmp_path: Path, n: int) -> tuple[History, History]:
 
 def test_compressed_and_plain_writing_keep_the_same_records(tmp_path: Path) -> None:
     plain, packed = write_both(tmp_path, 5000)
+    assert len(plain.records) == len(packed.records) == 5000
     from_plain = History.load(tmp_path / "history.jsonl").records
     from_packed = History.load(tmp_path / HISTORY_FILE).records
     assert len(from_plain) == len(from_packed) == 5000, "no record dropped"
