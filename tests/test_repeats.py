@@ -63,3 +63,4 @@ def test_run_repeat_runs_each_scenario_n_times_with_seeds_of_their_own(tmp_path:
     assert (run / "baseline#2" / "history.jsonl.gz").is_file()
     props = {p.get("name"): p.get("value") for p in ET.parse(run / "junit.xml").getroot().iter("property")}
     assert props["pass_rate.baseline"] == "baseline: held 2 of 2 (95% interval 34% to 100%)"
+    assert "Repeats" in (run / "index.html").read_text() and "held 2 of 2" in (run / "index.html").read_text()
