@@ -100,3 +100,13 @@ def test_a_bad_check_option_is_a_one_line_error(run_copy: Path, arg: str, says: 
 def test_a_folder_that_is_not_a_run_is_a_clear_error(tmp_path: Path) -> None:
     done = wschaos("analyze", str(tmp_path))
     assert done.returncode == 2 and "summary.json: cannot read it" in done.stderr
+
+
+def test_a_scenario_that_never_reached_its_checks_keeps_its_result(tmp_path: Path) -> None:
+    from harness.targetspec import bundled_monitor
+    from wschaos.analyze_cmd import judge
+
+    old = {"name": "x", "status": "error", "error": "target did not start", "verdicts": []}
+    assert judge(tmp_path, old, bundled_monitor(), None, []) is old
+    skipped = {"name": "x", "status": "skipped", "reason": "no Chromium", "verdicts": []}
+    assert judge(tmp_path, skipped, bundled_monitor(), None, []) is skipped

@@ -67,9 +67,10 @@ class Change:
 def judge(scenario_dir: Path, old: dict[str, Any], target: TargetSpec, scenario: Scenario | None,
           overrides: list[Override]) -> dict[str, Any]:  # fmt: skip
     """The scenario's result judged again from its stored history (``old`` is its stored result)."""
-    history = History.load(find_history(scenario_dir))
-    if old.get("status") == "skipped" or not history.records:
-        return old  # nothing ran: nothing to judge
+    path = find_history(scenario_dir)
+    if old.get("status") == "skipped" or old.get("error") or not path.is_file():
+        return old  # it never reached its checks: nothing to judge again
+    history = History.load(path)
     stored = next((r for r in history.of("step") if r.get("name") == "checks"), {})
     checks = with_overrides(stored.get("checks") or _scenario_part(scenario, "checks", old), overrides, old["name"])
     cohorts = stored.get("cohorts") or [[c.name, c.clients, c.kind] for c in _scenario_part(scenario, "cohorts", old)]
