@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.external import make_target
 from harness.feed import Feed
-from harness.history import History
+from harness.history import HISTORY_FILE, History
 from harness.load import EXIT_MARGIN, LOAD_COHORT, LocustRun
 from harness.loadspec import LoadSpec
 from harness.runner import start_feed, target_proxy
@@ -49,7 +49,7 @@ async def stage(target_spec: TargetSpec, run_dir: Path, *, feed_rate: float = 20
                 params: Mapping[str, Any] | None = None) -> AsyncIterator[Stage]:  # fmt: skip
     """Start Toxiproxy, the target and a ``load`` proxy in front of it, and the feed; stop them all on the way out."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    history = History(run_dir / "history.jsonl")
+    history = History(run_dir / HISTORY_FILE)
     try:
         async with running_toxiproxy(run_dir) as toxiproxy, AsyncExitStack() as stack:
             assert toxiproxy.server is not None

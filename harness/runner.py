@@ -29,7 +29,7 @@ from harness.errors import HarnessError
 from harness.external import external_skip_reason, inapplicable_checks, make_target
 from harness.faults import Fault, FaultContext, make_fault
 from harness.feed import Feed
-from harness.history import History
+from harness.history import HISTORY_FILE, History
 from harness.load import LocustRun
 from harness.scenario import CohortSpec, Scenario, check_target_params
 from harness.serverstats import record_server_stats
@@ -328,7 +328,8 @@ async def execute(run: Run, out_dir: Path, progress: Progress, phases: dict[str,
             await record_server_stats(run.target.spec.stats, run.session, run.target.ws_url, run.history)
         phases["drain_s"] = time.monotonic() - mark
     mark = time.monotonic()
-    run.history.record("step", name="checks", detail=sorted(scenario.checks))
+    run.history.record("step", name="checks", detail=sorted(scenario.checks), checks=scenario.checks,
+                       faulted=sorted(run.faulted), cohorts=[[s.name, s.clients, s.kind] for s in scenario.cohorts])
     dialect = run.target.spec.make_dialect()
     id_setting = dialect.id_setting
     ctx_checks = CheckContext(
@@ -364,7 +365,7 @@ async def run_scenario(
         result = ScenarioResult(scenario.name, "skipped", [], 0.0, out_dir, seed, reason=skipped)
         (out_dir / "result.json").write_text(json.dumps(result.to_json(), indent=2))
         return result
-    history = History(out_dir / "history.jsonl")
+    history = History(out_dir / HISTORY_FILE)
     started = time.monotonic()
     phases: dict[str, float] = {}
     target = make_target(target_spec, out_dir / "target", history, params=scenario.target_params)

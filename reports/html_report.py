@@ -12,6 +12,7 @@ from markupsafe import Markup
 from harness.checkers import checker_name
 from harness.history import History
 from reports.plots import timeline_svg
+from reports.repeats import repeat_stats, repeated
 from reports.run import Run, ScenarioRun
 from reports.timeline import build_timeline
 
@@ -37,7 +38,9 @@ def render_html(run: Run, report: dict[str, Any]) -> str:
     by_name = {s.name: s for s in run.scenarios}
     scenarios = [scenario_view(entry, by_name[entry["name"]]) for entry in report["scenarios"]]
     template = environment().get_template("index.html.j2")
-    return template.render(report=report, scenarios=scenarios, failures=report["failures"], matrix=matrix(report))
+    repeats = repeat_stats(report["scenarios"]) if repeated(report["scenarios"]) else []
+    return template.render(report=report, scenarios=scenarios, failures=report["failures"], matrix=matrix(report),
+                           repeats=sorted(repeats, key=lambda r: not r.flaky))  # fmt: skip
 
 
 def write_html(run: Run, report: dict[str, Any], path: Path) -> Path:

@@ -16,6 +16,7 @@ from typing import Any
 from junitparser import Error, Failure, Skipped, TestCase, TestSuite
 
 from reports.evidence import guarantee
+from reports.repeats import repeat_stats, repeated
 
 SUITE_NAME = "wschaos"
 MAX_MESSAGE = 1000
@@ -51,7 +52,20 @@ def _properties(report: dict[str, Any]) -> dict[str, Any]:
         "target_file": run["target_file"],
         "reproduce": run["reproduce"],
         **{f"version.{k}": v for k, v in versions.items()},
+        **_repeat_properties(report["scenarios"]),
     }
+
+
+def _repeat_properties(scenarios: list[dict[str, Any]]) -> dict[str, str]:
+    """With ``--repeat``: each scenario's pass rate, and ``flaky.NAME`` for one that both held and broke."""
+    if not repeated(scenarios):
+        return {}
+    out = {}
+    for entry in repeat_stats(scenarios):
+        out[f"pass_rate.{entry.name}"] = entry.line()
+        if entry.flaky:
+            out[f"flaky.{entry.name}"] = "failing seeds " + " ".join(map(str, entry.failing_seeds))
+    return out
 
 
 def _scenario_case(scenario: dict[str, Any]) -> TestCase:

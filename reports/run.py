@@ -75,23 +75,16 @@ def load_run(run_dir: Path) -> Run:
 
 def _scenario(run_dir: Path, result: dict[str, Any]) -> ScenarioRun:
     folder = run_dir / str(result["name"])
-    return ScenarioRun(result, folder, _history(folder / "history.jsonl"))
+    return ScenarioRun(result, folder, _history(folder))
 
 
-def _history(path: Path) -> History:
-    """The scenario's history; a line cut short (a run killed mid-write) is skipped, not fatal."""
-    history = History()
-    if not path.is_file():
-        return history
-    with path.open(encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and "kind" in record and "t" in record:
-                history.records.append(record)
-    return history
+def _history(folder: Path) -> History:
+    """The scenario's history (plain or compressed); a line cut short (a run killed mid-write) is
+    skipped, not fatal."""
+    try:
+        return History.load(folder, skip_broken=True)
+    except FileNotFoundError:
+        return History()
 
 
 def _read_json(path: Path) -> dict[str, Any]:

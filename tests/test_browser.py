@@ -110,7 +110,7 @@ async def test_browser_scenario_is_skipped_with_an_install_hint(monkeypatch: pyt
     assert result.status == "skipped" and result.verdicts == []
     assert result.reason is not None and "apt-get install chromium" in result.reason
     assert "playwright install" in result.reason  # says not to download a browser build
-    assert not (tmp_path / "run" / "history.jsonl").exists()
+    assert not (tmp_path / "run" / "history.jsonl.gz").exists()
 
 
 def batch(seq: int) -> str:

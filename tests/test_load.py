@@ -426,7 +426,7 @@ def test_wschaos_load_writes_locusts_reports(tmp_path: Path) -> None:
     assert proc.returncode == 0, out
     run_dir = (tmp_path / "latest").resolve()
     for name in ("locust.html", "locust.json", "locust_stats.csv", "locust_stats_history.csv", "load.json",
-                 "history.jsonl", "toxiproxy.log"):  # fmt: skip
+                 "history.jsonl.gz", "toxiproxy.log"):  # fmt: skip
         assert (run_dir / name).exists(), name
     result = json.loads((run_dir / "load.json").read_text())
     assert result["verdict"]["status"] == "pass" and result["summary"]["peak_users"] == 10

@@ -27,6 +27,7 @@ from harness.scenario import SCENARIO_DIR, Scenario, ScenarioError, check_target
 from harness.targetspec import TargetSpec, bundled_monitor, load_target
 from harness.toxiproxy import running_toxiproxy
 from wschaos import mutants as matrix
+from wschaos.analyze_cmd import analyze_command
 
 STATUS_COLOURS = {"pass": "green", "fail": "red", "error": "magenta", "unknown": "yellow", "skipped": "cyan"}
 BROKEN = ("fail", "error")  # the statuses that fail a run; "unknown" is reported, not failed
@@ -89,19 +90,24 @@ def print_summary(results: list[ScenarioResult], run_dir: Path, wall: float) -> 
 
 
 async def run_suite(
-    scenarios: list[Scenario], target: TargetSpec, run_dir: Path, seed: int, capacity_file: Path
+    scenarios: list[Scenario], target: TargetSpec, run_dir: Path, seed: int, capacity_file: Path, repeat: int = 1
 ) -> list[ScenarioResult]:
+    """Each scenario, ``repeat`` times: the k-th run (k >= 2) is ``NAME#k``, with a seed of its own."""
+    from reports.repeats import repeat_name  # here: the reports are slow to import
+
     results = []
     async with running_toxiproxy(run_dir) as toxiproxy:
         for scenario in scenarios:
             click.echo(f"- {scenario.name}: {(scenario.description.strip().splitlines() or [''])[0][:90]}")
-            sub_seed = scenario_seed(seed, scenario.name)
-            result = await run_scenario(
-                scenario, target, toxiproxy, run_dir / scenario.name, sub_seed,
-                progress=lambda msg: click.echo(f"    {msg}"), capacity_file=capacity_file,
-            )  # fmt: skip
-            print_result(result)
-            results.append(result)
+            for k in range(1, repeat + 1):
+                name = repeat_name(scenario.name, k)
+                result = await run_scenario(
+                    scenario, target, toxiproxy, run_dir / name, scenario_seed(seed, name),
+                    progress=lambda msg: click.echo(f"    {msg}"), capacity_file=capacity_file,
+                )  # fmt: skip
+                result.name = name
+                print_result(result)
+                results.append(result)
     return results
 
 
@@ -163,11 +169,18 @@ def cli() -> None:
 @click.option("--capacity", "capacity_file", type=click.Path(path_type=Path), default=None,
               help="capacities measured by `wschaos calibrate`, for feed rates given as a share "
                    "(default: OUT/capacity.json)")  # fmt: skip
+@click.option("--repeat", type=click.IntRange(1, 100), default=1, show_default=True,
+              help="run each scenario N times, each with its own seed; flaky scenarios are named")  # fmt: skip
+@click.option("--baseline", type=click.Path(path_type=Path), default=None,
+              help="an earlier run to gate this one against (see --fail-on); exit 1 on a regression")  # fmt: skip
+@click.option("--fail-on", "fail_on", default=None, metavar="RULES",
+              help="with --baseline: e.g. 'eviction_s>+1,p99_ms>+20%,status' (default: status)")  # fmt: skip
 def run(
     scenarios: tuple[str, ...], target_file: Path | None, seed: int | None, out: Path, core: bool,
-    capacity_file: Path | None,
+    capacity_file: Path | None, repeat: int, baseline: Path | None, fail_on: str | None,
 ) -> None:  # fmt: skip
     """Run SCENARIOS (names or files; default: every file in scenarios/)."""
+    rules = gate_rules(baseline, fail_on)
     chosen = [load(p) for p in discover(scenarios)]
     if core:
         chosen = [s for s in chosen if s.core]
@@ -183,15 +196,48 @@ def run(
     click.echo(f"wschaos {__version__}: {len(chosen)} scenario(s) against {target.name}, seed {seed}, in {run_dir}")
     started = time.monotonic()
     try:
-        results = run_with_signals(run_suite(chosen, target, run_dir, seed, capacity_file.resolve()))
+        results = run_with_signals(run_suite(chosen, target, run_dir, seed, capacity_file.resolve(), repeat))
     except (KeyboardInterrupt, asyncio.CancelledError):
         click.echo("interrupted: everything the run started has been stopped", err=True)
         sys.exit(130)
     wall = time.monotonic() - started
     write_summary(run_dir, results, seed, target, wall, given=scenario_args(scenarios, chosen), target_arg=target_file)
     print_summary(results, run_dir, wall)
+    if repeat > 1:
+        print_repeats(run_dir, results)
     write_run_reports(run_dir)
-    sys.exit(0 if all(r.status not in BROKEN for r in results) else 1)
+    regressed = baseline is not None and report_gate(baseline, run_dir, rules)
+    sys.exit(0 if all(r.status not in BROKEN for r in results) and not regressed else 1)
+
+
+def print_repeats(run_dir: Path, results: list[ScenarioResult]) -> None:
+    """Each scenario's pass rate over its repeats, flaky ones first; also into summary.json."""
+    from reports.repeats import repeat_stats
+
+    stats = sorted(repeat_stats([r.to_json() for r in results]), key=lambda s: not s.flaky)
+    click.echo("")
+    for entry in stats:
+        click.echo(click.style(entry.line(), fg="yellow") if entry.flaky else entry.line())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["repeats"] = [entry.to_json() for entry in stats]
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+def gate_rules(baseline: Path | None, fail_on: str | None) -> list[Any]:
+    """The --fail-on rules, read (and the baseline found) before anything runs."""
+    from reports.gates import baseline_rules  # here: the reports are slow to import
+
+    return baseline_rules(baseline, fail_on)
+
+
+def report_gate(base: Path, new: Path, rules: list[Any]) -> bool:
+    """Prints the gate's lines; True when the new run regressed."""
+    from reports.gates import gate
+
+    lines, regressed = gate(base, new, rules)
+    for line in lines:
+        click.echo(line, err=regressed)
+    return regressed
 
 
 def check_params(chosen: list[Scenario], target: TargetSpec) -> None:
@@ -267,18 +313,24 @@ def mutants(names: tuple[str, ...], full: bool, seed: int, out: Path, mutants_mo
 @click.option("--compare", "compare_dirs", nargs=2, type=click.Path(path_type=Path), metavar="RUN_A RUN_B",
               help="say what changed from RUN_A to RUN_B instead")  # fmt: skip
 @click.option("--out", type=click.Path(path_type=Path), help="where compare.html goes (default: RUN_B/compare.html)")
-def report(run_dir: Path | None, compare_dirs: tuple[Path, Path] | None, out: Path | None) -> None:
+@click.option("--fail-on", "fail_on", default=None, metavar="RULES",
+              help="with --compare: exit 1 when RUN_B regressed from RUN_A, "
+                   "e.g. 'eviction_s>+1,p99_ms>+20%,status'")  # fmt: skip
+def report(run_dir: Path | None, compare_dirs: tuple[Path, Path] | None, out: Path | None, fail_on: str | None) -> None:
     """Write the reports of RUN_DIR again (default: runs/latest), or compare two runs."""
     from reports import write_reports  # here, not at the top: matplotlib is slow to import for `wschaos list`
     from reports.compare import compare_runs, comparison_text, write_compare_html
     from reports.terminal import paths_line, summary_lines
 
     if compare_dirs:
+        rules = gate_rules(compare_dirs[0], fail_on) if fail_on is not None else []
         comparison = compare_runs(*compare_dirs)
         click.echo(comparison_text(comparison))
         path = write_compare_html(comparison, out or Path(compare_dirs[1]) / "compare.html")
         click.echo(f"\nComparison: {path}")
-        return
+        sys.exit(1 if rules and report_gate(*compare_dirs, rules) else 0)
+    if fail_on is not None:
+        raise HarnessError("--fail-on needs --compare RUN_A RUN_B")
     paths = write_reports(run_dir or Path("runs") / "latest")
     for line in summary_lines(json.loads(paths["json"].read_text(encoding="utf-8"))):
         click.echo(line)
@@ -405,6 +457,9 @@ def load_command(
     click.echo(f"{coloured(result.verdict.status)} {result.verdict.summary}")
     click.echo(f"Locust's reports: {run_dir}/locust.html, locust.json, locust_stats.csv")
     sys.exit(0 if result.verdict.status == "pass" else 1)
+
+
+cli.add_command(analyze_command)
 
 
 def main() -> None:
