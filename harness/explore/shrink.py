@@ -65,14 +65,14 @@ class Shrinker:
         """Confirm ``original`` (which failed once with ``signature``) and shrink it. ``result`` is filled in
         as it goes, so a caller that is interrupted still has what was found."""
         out = result or Shrunk(signature, self.repeats)
-        out.state, out.minimal = "unconfirmed", original
+        out.state = "unconfirmed"
         try:
             await self._confirm(original, out)
             if out.original_hits < self.repeats:
                 out.state = "flaky"
                 self._say(out, f"flaky: failed with the signature in {out.rate} runs; not shrunk")
                 return out
-            out.state = "shrinking"
+            out.state, out.minimal = "shrinking", original
             self.on_kept(original)
             await self._reduce(out)
             out.state = "shrunk"
