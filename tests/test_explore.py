@@ -6,11 +6,14 @@ from __future__ import annotations
 import copy
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 
@@ -331,3 +334,30 @@ def test_explore_finds_and_shrinks_a_mutant_and_the_minimal_schedule_fails_on_it
                     "--out", str(tmp_path / "again"), timeout=60)  # fmt: skip
     assert again.returncode == 1, again.stdout + again.stderr
     assert "no_error_logs: FAIL" in again.stdout
+
+
+@pytest.mark.integration
+def test_ctrl_c_writes_what_was_found_and_exits_130(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "wschaos", "explore", "--budget", "60s", "--seed", "1",
+                             "--faults", "latency", "--out", str(tmp_path)], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    try:
+        deadline, children = time.monotonic() + 30, []
+        while time.monotonic() < deadline and len(children) < 2:  # toxiproxy-server and the target
+            time.sleep(0.1)
+            children = psutil.Process(proc.pid).children(recursive=True)
+        time.sleep(2.0)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, output[-2000:]
+    assert len(children) >= 2 and "Traceback" not in output
+    time.sleep(0.5)
+    alive = [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], f"left running: {[p.cmdline() for p in alive]}"
+    (explore_dir,) = tmp_path.glob("explore-*")
+    summary = json.loads((explore_dir / "explore.json").read_text(encoding="utf-8"))
+    assert summary["stopped_by"] == "interrupted" and summary["schedules_tried"] == 1

@@ -12,7 +12,7 @@ from harness.checkers import CHECKERS, ERROR, FAIL, Verdict, checker_name
 from harness.runner import ScenarioResult
 
 FAILED = (FAIL, ERROR)
-REASON_CHARS = 60
+REASON_CHARS = 80
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
@@ -77,6 +77,11 @@ def log_message(line: str) -> str:
 
 
 def normalise(text: str) -> str:
-    text = _QUOTED.sub("…", text.lower())
-    text = _NUMBER.sub("#", text)
-    return " ".join(text.split())[:REASON_CHARS]
+    """Lower case, quoted names as …, numbers as #, at most REASON_CHARS ending at a whole word."""
+    words = _NUMBER.sub("#", _QUOTED.sub("…", text.lower())).split()
+    out = ""
+    for word in words:
+        if len(out) + len(word) + 1 > REASON_CHARS:
+            break
+        out = f"{out} {word}" if out else word
+    return out or " ".join(words)[:REASON_CHARS]
