@@ -269,6 +269,8 @@ def test_a_signature_ignores_numbers_names_and_the_order_of_checks():
     expected = Signature("fail", "no_error_logs", "error client # disconnected unexpectedly")
     assert signature(result(late, errors)) == expected
     assert reason_class(late) == "ended late #s"
+    never = Verdict("eviction", "fail", "3 client(s) of 'c2' never left the registry", [{"t": 5.2, "registry": 9}])
+    assert reason_class(never) == "" and str(signature(result(never))) == "fail / eviction"
     assert signature(result(Verdict("liveness", "pass", "ok"), status="pass")) is None
     timeout = signature(result(error="scenario did not finish within its timeout of 60s", status="error"))
     assert timeout == Signature("error", None, "scenario did not finish within its timeout of #s")

@@ -156,7 +156,7 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
                  f"{len(summary['failures'])} distinct failure(s)"]  # fmt: skip
     for f in summary["failures"]:
         sig = f["signature"]
-        what = f"{sig['status']} / {sig['checker'] or 'harness'} / {sig['reason']}"
+        what = " / ".join([sig["status"], sig["checker"] or "harness", *([sig["reason"]] if sig["reason"] else [])])
         if "minimal" in f:
             before, after = f["original"], f["minimal"]
             shape = (f"shrunk from {len(before['faults'])} fault(s), {before['clients']} clients to "

@@ -21,10 +21,10 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 class Signature:
     status: str  # fail or error
     checker: str | None  # the checker (without its @suffix); None for a run the harness could not finish
-    reason: str  # the reason's class: its words without numbers and quoted names
+    reason: str  # the reason's class: its words without numbers and quoted names ("" when it names none)
 
     def __str__(self) -> str:
-        return f"{self.status} / {self.checker or 'harness'} / {self.reason}"
+        return " / ".join([self.status, self.checker or "harness", *([self.reason] if self.reason else [])])
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,14 +53,17 @@ def first_failure(verdicts: list[Verdict]) -> Verdict | None:
 
 
 def reason_class(verdict: Verdict) -> str:
-    """The first evidence item's problem (and error), else its log message, else the summary's head."""
+    """The first problem its evidence names (with its error, if any), else the message of the first log
+    line it shows, else nothing: the wording of a summary changes with what the run happened to see
+    (a late eviction and one never seen are one failure), so it is not a class."""
+    for item in verdict.evidence:
+        if "problem" in item:
+            extra = f": {item['error']}" if "error" in item else ""
+            return normalise(f"{item['problem']}{extra}")
     first = verdict.evidence[0] if verdict.evidence else {}
-    if "problem" in first:
-        extra = f": {first['error']}" if "error" in first else ""
-        return normalise(f"{first['problem']}{extra}")
     if "line" in first:
         return normalise(log_message(str(first["line"])))
-    return normalise(re.split(r"[:;]", verdict.summary, maxsplit=1)[0])
+    return ""
 
 
 def log_message(line: str) -> str:
