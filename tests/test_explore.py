@@ -20,7 +20,7 @@ import yaml
 from harness.checkers import Verdict
 from harness.explore.generate import MAX_SECONDS, Options, generate, planned_seconds
 from harness.explore.ranges import TABLE, explorable, fault_range
-from harness.explore.reduce import drop_cohorts, lower
+from harness.explore.reduce import default_target, drop_cohorts, lower
 from harness.explore.shrink import Shrinker
 from harness.explore.signature import Signature, first_failure, reason_class, signature
 from harness.faults import FAULTS
@@ -193,7 +193,8 @@ async def test_the_minimal_schedule_keeps_exactly_the_failure():
     assert minimal["cohorts"] == [{"name": "c1", "clients": 3}]
     assert [s for s in minimal["method"] if "wait" in s or "feed_rate" in s] == []
     assert set(minimal["checks"]) == {"eviction@c1"}
-    assert "target" not in minimal and minimal["feed"]["rate"] == 20 and minimal["steady_state"] == 0.2
+    assert minimal["target"] == {"heartbeat": 1}  # the cut's eviction bound is for a 1 s heartbeat
+    assert minimal["feed"]["rate"] == 20 and minimal["steady_state"] == 0.2
     assert kept[0] == BIG and kept[-1] == minimal
     assert out.original_hits == 3 and out.kept == len(kept) - 1
     assert any("kept" in line and "drop fault latency_1" in line for line in lines)
@@ -240,6 +241,17 @@ async def test_a_candidate_that_fails_otherwise_is_not_kept():
     out = await Shrinker(runner, repeats=1).shrink(copy.deepcopy(BIG), SIG)
     assert len(fault_steps(out.minimal or {})) == 3
     assert any("failed otherwise: fail / delivery / lost" in line for line in out.log)
+
+
+async def test_target_settings_a_remaining_fault_relies_on_are_kept():
+    async def runner(schedule: dict[str, Any]) -> Signature | None:
+        return SIG
+
+    out = await Shrinker(runner, repeats=1).shrink(copy.deepcopy(BIG), SIG)
+    assert out.minimal is not None and out.minimal.get("target") is None  # no fault left: nothing relied on
+    only_cut = {**copy.deepcopy(BIG), "method": [{"fault": {"name": "cut", "type": "network_cut", "cohort": "c1"}},
+                                                 {"wait": 3}, {"heal": "cut"}]}  # fmt: skip
+    assert [what for what, _ in default_target(only_cut, None)] == ["target send_timeout back to its default"]
 
 
 def test_lower_values_and_dropping_a_cohort_with_its_checks():

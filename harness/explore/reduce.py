@@ -165,8 +165,17 @@ def default_params(s: Schedule, checker: str | None) -> list[Candidate]:
 
 
 def default_target(s: Schedule, checker: str | None) -> list[Candidate]:
+    """The target's settings back at its defaults, but for those a remaining fault relies on: its checks'
+    bounds were chosen for them (an eviction bound for a 1 s heartbeat), and without them a failure
+    could slip into another one that only looks the same."""
+    relied_on = set()
+    for step in s["method"]:
+        ranges = fault_range(step["fault"]["type"]) if "fault" in step else None
+        relied_on |= set(ranges.target) if ranges else set()
     out = []
     for name in s.get("target", {}):
+        if name in relied_on:
+            continue
         new = copy.deepcopy(s)
         del new["target"][name]
         if not new["target"]:
