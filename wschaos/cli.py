@@ -28,6 +28,7 @@ from harness.targetspec import TargetSpec, bundled_monitor, load_target
 from harness.toxiproxy import running_toxiproxy
 from wschaos import mutants as matrix
 from wschaos.analyze_cmd import analyze_command
+from wschaos.explore_cmd import explore
 
 STATUS_COLOURS = {"pass": "green", "fail": "red", "error": "magenta", "unknown": "yellow", "skipped": "cyan"}
 BROKEN = ("fail", "error")  # the statuses that fail a run; "unknown" is reported, not failed
@@ -158,6 +159,9 @@ def write_summary(run_dir: Path, results: list[ScenarioResult], seed: int, targe
 @click.version_option(__version__, prog_name="wschaos")
 def cli() -> None:
     """Chaos and fault injection for WebSocket broadcast servers."""
+
+
+cli.add_command(explore)
 
 
 @cli.command()

@@ -1,0 +1,168 @@
+"""What the generator may draw for each fault type: its parameters' ranges, how long it lasts before
+its heal, the cohort it wants, the target settings it relies on, and the standard checks that judge it.
+
+The table is keyed by fault type, so the fault catalogue stays as it is. A fault family may instead
+declare ``ranges`` on its class (a mapping of param name to range, as in ``params`` below): it is then
+explored with a cohort of a few reconnecting clients, a heal after a second or three and the standard
+checks only. A fault in neither place is not explored (``explore.json`` names it).
+
+A range is ``(low, high)`` (integers when both ends are integers, else numbers rounded to 0.01) or a
+list of choices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.faults import FAULTS
+
+Range = tuple[float, float] | list[Any]
+
+# Cohort profiles: two faults may share a cohort only when they want the same profile.
+RECONNECTING = "reconnecting"  # probe clients that reconnect
+VANISHING = "vanishing"  # probe clients that do not reconnect (their eviction is judged)
+SLOW = "slow"  # one client with a small receive buffer that does not reconnect
+EMPTY = "empty"  # no clients of its own: the fault brings its own (stuck readers, churners)
+
+
+@dataclass(frozen=True)
+class CohortWant:
+    profile: str
+    clients: tuple[int, int] = (1, 4)
+
+
+@dataclass(frozen=True)
+class FaultRange:
+    params: dict[str, Range]
+    # seconds from start to heal; None: no heal step (only for a fault that ends the run: the liveness
+    # check wants a probe after the last heal, and the runner heals what is left only at the very end)
+    duration: tuple[float, float] | None = (1.0, 3.0)
+    cohort: CohortWant | None = field(default_factory=lambda: CohortWant(RECONNECTING))
+    target: dict[str, Any] = field(default_factory=dict)  # target params it relies on, set when the target has them
+    checks: tuple[tuple[str, dict[str, Any]], ...] = ()  # checker and options; "{cohort}" stands for its cohort
+    shrink_low: frozenset[str] = frozenset()  # params the shrinker lowers (durations, counts) instead of resetting
+    terminal: bool = False  # ends the run (nothing may follow it)
+    feed_at_least: float = 0.0  # the feed rate it needs to bite quickly
+    # seconds it adds to the run beyond its scheduled waits (cycles, a restart, filling buffers), from its
+    # params with the defaults filled in: an estimate, for the budget
+    seconds: Callable[[dict[str, Any]], float] = lambda params: 0.0
+
+
+EVICTION = "eviction@{cohort}"
+RECOVERY = "recovery@{cohort}"
+
+TABLE: dict[str, FaultRange] = {
+    "mass_drop": FaultRange(
+        params={"share": (0.25, 1.0), "rst": [True, False]},
+        duration=(0.0, 0.5),  # it acts at once; its heal marks the end, which the liveness check counts from
+        cohort=CohortWant(VANISHING, (2, 12)),
+        checks=((EVICTION, {"cohort": "{cohort}", "within": 2}),),
+    ),
+    "mid_send_disconnect": FaultRange(
+        params={"bytes": (200, 4000), "rst": [True, False]},
+        duration=(1.0, 2.5),
+        cohort=CohortWant(VANISHING, (1, 4)),
+        checks=((EVICTION, {"cohort": "{cohort}", "within": 3}),),
+        feed_at_least=200,
+    ),
+    "network_cut": FaultRange(
+        params={},
+        duration=(2.5, 4.0),
+        target={"heartbeat": 1},
+        checks=((EVICTION, {"cohort": "{cohort}", "within": 2.5}), (RECOVERY, {"cohort": "{cohort}", "within": 5})),
+    ),
+    "flap": FaultRange(
+        params={"cycles": (1, 3), "cut": (0.3, 1.0), "up": (0.3, 1.0)},
+        duration=(0.0, 0.5),  # its heal waits for the cycles to end
+        target={"heartbeat": 1},
+        checks=((RECOVERY, {"cohort": "{cohort}", "within": 5}),),
+        shrink_low=frozenset({"cycles", "cut", "up"}),
+        seconds=lambda p: p["cycles"] * (p["cut"] + p["up"]),
+    ),
+    "slow_consumer": FaultRange(
+        params={"rate": (1, 3), "ceiling": (6.0, 10.0), "hold": (1.0, 3.0)},
+        duration=(0.0, 1.0),  # its heal waits until the send path is full, then for its hold
+        cohort=CohortWant(SLOW, (1, 1)),
+        target={"send_timeout": 1},
+        checks=((EVICTION, {"cohort": "{cohort}", "within": 5}),),
+        shrink_low=frozenset({"ceiling", "hold"}),
+        feed_at_least=400,
+        seconds=lambda p: p["hold"] + 2.0,
+    ),
+    "stuck_reader": FaultRange(
+        params={"clients": (1, 3), "answer_heartbeats": [True, False], "ceiling": (6.0, 10.0), "hold": (1.0, 3.0)},
+        duration=(0.0, 1.0),  # as slow_consumer
+        cohort=CohortWant(EMPTY, (0, 0)),
+        target={"heartbeat": 1, "send_timeout": 1},
+        checks=((EVICTION, {"cohort": "{cohort}", "within": 3.5}),),
+        shrink_low=frozenset({"clients", "ceiling", "hold"}),
+        feed_at_least=600,
+        seconds=lambda p: p["hold"] + 2.0,
+    ),
+    "latency": FaultRange(
+        params={"latency": (20, 200), "jitter": (0, 100)},
+        checks=(("delivery@{cohort}", {"cohorts": ["{cohort}"]}),),
+    ),
+    "slicer": FaultRange(
+        params={"average_size": (32, 128), "size_variation": (0, 16), "delay": (0, 500)},
+        checks=(("delivery@{cohort}", {"cohorts": ["{cohort}"]}),),
+    ),
+    "slow_close": FaultRange(params={"delay": (500, 3000)}),
+    "churn": FaultRange(
+        params={"rate": (5.0, 30.0), "lifetime": (0.1, 0.5), "max_clients": (20, 150)},
+        cohort=CohortWant(EMPTY, (0, 0)),
+        shrink_low=frozenset({"rate", "lifetime", "max_clients"}),
+    ),
+    "server_kill": FaultRange(
+        params={"restart_after": (0.5, 2.0)},
+        duration=(0.0, 0.5),  # its start returns once the target is back
+        cohort=None,
+        checks=(("recovery@steady", {"cohort": "steady", "within": 5}),),
+        shrink_low=frozenset({"restart_after"}),
+        seconds=lambda p: p["restart_after"] + 1.5,
+    ),
+    "server_pause": FaultRange(params={}, duration=(0.5, 2.0), cohort=None),
+    "server_stop": FaultRange(
+        params={"timeout": (3.0, 10.0)},
+        duration=None,
+        cohort=None,
+        checks=(("shutdown", {"within": 3}),),
+        terminal=True,
+        seconds=lambda p: 1.0,
+    ),
+}
+
+# Every schedule has these; a terminal fault drops those that need the target running at the end.
+STANDARD_CHECKS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("no_error_logs", {}),
+    ("delivery", {"cohorts": ["steady"], "latency_p99_ms": 500, "e2e_p99_ms": 1000}),
+    ("liveness", {}),
+    ("persistence", {}),
+)
+NOT_AFTER_TERMINAL = frozenset({"delivery", "liveness", "recovery"})
+
+
+def fault_range(fault_type: str) -> FaultRange | None:
+    """The ranges of ``fault_type``: the table's entry, else one made from the class's ``ranges``."""
+    if fault_type in TABLE:
+        return TABLE[fault_type]
+    declared = getattr(FAULTS.get(fault_type), "ranges", None)
+    if not declared:
+        return None
+    needs_cohort = getattr(FAULTS[fault_type], "needs_cohort", True)
+    return FaultRange(params=dict(declared), cohort=CohortWant(RECONNECTING) if needs_cohort else None)
+
+
+def explorable(external: bool) -> tuple[list[str], dict[str, str]]:
+    """The fault types the generator may use, and each left out with why."""
+    usable, left_out = [], {}
+    for fault_type in sorted(FAULTS):
+        if fault_range(fault_type) is None:
+            left_out[fault_type] = "no ranges declared (harness/explore/ranges.py or the fault's `ranges`)"
+        elif external and FAULTS[fault_type].needs_process:
+            left_out[fault_type] = "needs the target's process: the target is external"
+        else:
+            usable.append(fault_type)
+    return usable, left_out

@@ -1,0 +1,377 @@
+"""wschaos explore: the seeded schedule generator, the shrinker (with fake runners whose failure
+condition is known), failure signatures, and one exploration against a mutant of the monitor."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import yaml
+
+from harness.checkers import Verdict
+from harness.explore.generate import MAX_SECONDS, Options, generate, planned_seconds
+from harness.explore.ranges import TABLE, explorable, fault_range
+from harness.explore.reduce import default_target, drop_cohorts, lower
+from harness.explore.shrink import Shrinker
+from harness.explore.signature import Signature, first_failure, reason_class, signature
+from harness.faults import FAULTS
+from harness.optiontypes import type_problem
+from harness.runner import ScenarioResult
+from harness.scenario import parse
+from harness.targetspec import TARGETS_DIR
+from tests.mutants.matrix import mutant_target
+
+ROOT = Path(__file__).resolve().parent.parent
+MONITOR_PARAMS = frozenset({"heartbeat", "send_timeout", "queue_size"})
+ALL, _ = explorable(external=False)
+
+
+def options(seed: int = 1, faults: tuple[str, ...] = tuple(ALL), **kwargs: Any) -> Options:
+    return Options(seed, faults, target_params=MONITOR_PARAMS, **kwargs)
+
+
+def fault_steps(schedule: dict[str, Any]) -> list[dict[str, Any]]:
+    return [step["fault"] for step in schedule["method"] if "fault" in step]
+
+
+# ---------------------------------------------------------------------------------------------
+# The generator
+
+
+def test_the_same_seed_gives_the_same_schedules_and_another_seed_others():
+    first = [generate(options(seed=5), i) for i in range(40)]
+    again = [generate(options(seed=5), i) for i in range(40)]
+    other = [generate(options(seed=6), i) for i in range(40)]
+    assert first == again
+    assert [s["method"] for s in first] != [s["method"] for s in other]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_every_generated_schedule_is_a_valid_scenario(seed):
+    for i in range(120):
+        schedule = generate(options(seed=seed), i)
+        scenario = parse(copy.deepcopy(schedule), f"schedule {i}")
+        assert 1 <= len(scenario.faults()) <= 3
+        assert planned_seconds(schedule) <= MAX_SECONDS
+        assert scenario.checks
+        assert yaml.safe_load(yaml.safe_dump(schedule)) == schedule  # written out, it reads back the same
+
+
+def test_every_fault_but_the_one_that_ends_the_run_is_healed_before_the_last_wait():
+    for i in range(150):
+        schedule = generate(options(seed=9), i)
+        healed = {step["heal"] for step in schedule["method"] if "heal" in step}
+        for fault in fault_steps(schedule):
+            if fault_range(fault["type"]).terminal:  # type: ignore[union-attr]
+                assert schedule["method"][-1] == {"fault": fault}
+            else:
+                assert fault["name"] in healed
+        last = max(i for i, step in enumerate(schedule["method"]) if "heal" in step or "fault" in step)
+        tail = schedule["method"][last + 1 :]
+        assert tail or fault_range(schedule["method"][last].get("fault", {}).get("type", "")).terminal  # type: ignore[union-attr]
+
+
+def test_only_the_faults_and_checks_asked_for_are_used():
+    chosen = ("latency", "churn")
+    for i in range(60):
+        schedule = generate(options(faults=chosen, checks=frozenset({"delivery", "liveness"})), i)
+        assert {f["type"] for f in fault_steps(schedule)} <= set(chosen)
+        assert {name.split("@")[0] for name in schedule["checks"]} <= {"delivery", "liveness"}
+
+
+def test_a_check_no_fault_has_is_a_clear_error():
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError, match="--checks shutdown: none of the faults explored"):
+        generate(options(faults=("latency",), checks=frozenset({"shutdown"})), 0)
+
+
+def test_target_settings_are_only_those_the_target_has():
+    for i in range(60):
+        schedule = generate(Options(1, ("network_cut", "stuck_reader"), target_params=frozenset({"heartbeat"})), i)
+        assert set(schedule.get("target", {})) <= {"heartbeat"}
+
+
+def test_external_targets_get_no_process_faults():
+    usable, left_out = explorable(external=True)
+    assert "server_kill" not in usable and "server_kill" in left_out
+    assert all(not FAULTS[f].needs_process for f in usable)
+
+
+def test_the_ranges_name_real_params_of_the_right_kind():
+    for fault_type, ranges in TABLE.items():
+        defaults = FAULTS[fault_type].defaults
+        for name, spec in ranges.params.items():
+            assert name in defaults, f"{fault_type}.{name}"
+            for value in spec:
+                assert type_problem(value, defaults[name]) is None, f"{fault_type}.{name}: {value!r}"
+        assert set(ranges.shrink_low) <= set(ranges.params)
+
+
+# ---------------------------------------------------------------------------------------------
+# The shrinker, with fake runners
+
+SIG = Signature("fail", "eviction", "ended late")
+
+BIG = {
+    "name": "explore-0042",
+    "core": False,
+    "target": {"heartbeat": 1, "send_timeout": 1},
+    "cohorts": [
+        {"name": "steady", "clients": 5},
+        {"name": "c1", "clients": 7},
+        {"name": "c2", "clients": 3},
+        {"name": "c3", "clients": 9, "reconnect": False},
+    ],
+    "feed": {"rate": 390},
+    "steady_state": 0.9,
+    "timeout": 60,
+    "method": [
+        {"wait": 0.8},
+        {"fault": {"name": "latency_1", "type": "latency", "cohort": "c2", "params": {"latency": 150}}},
+        {"wait": 0.5},
+        {"fault": {"name": "network_cut_2", "type": "network_cut", "cohort": "c1"}},
+        {"feed_rate": 2000},
+        {"wait": 1.2},
+        {"fault": {"name": "mass_drop_3", "type": "mass_drop", "cohort": "c3", "params": {"share": 0.5}}},
+        {"heal": "mass_drop_3"},
+        {"wait": 2.0},
+        {"heal": "latency_1"},
+        {"feed_rate": 390},
+        {"wait": 1.1},
+        {"heal": "network_cut_2"},
+        {"wait": 2.2},
+    ],
+    "checks": {
+        "no_error_logs": {},
+        "delivery": {"cohorts": ["steady"]},
+        "liveness": {},
+        "eviction@c1": {"cohort": "c1", "within": 2.5},
+        "recovery@c1": {"cohort": "c1", "within": 5},
+        "delivery@c2": {"cohorts": ["c2"]},
+        "eviction@c3": {"cohort": "c3", "within": 2},
+    },
+}
+
+
+def cut_with_three_clients(schedule: dict[str, Any]) -> bool:
+    """The known failure: a network_cut on a cohort of at least 3 clients, judged by an eviction check."""
+    sizes = {c["name"]: c["clients"] for c in schedule["cohorts"]}
+    has_check = any(k.startswith("eviction") for k in schedule["checks"])
+    return has_check and any(f["type"] == "network_cut" and sizes[f["cohort"]] >= 3 for f in fault_steps(schedule))
+
+
+class FakeRunner:
+    def __init__(self, fails: Any, flaky_every: int = 0) -> None:
+        self.fails, self.flaky_every, self.calls = fails, flaky_every, 0
+
+    async def __call__(self, schedule: dict[str, Any]) -> Signature | None:
+        parse(copy.deepcopy(schedule), "fake run")  # the shrinker only ever runs valid scenarios
+        self.calls += 1
+        if self.flaky_every and self.calls % self.flaky_every == 0:
+            return None
+        return SIG if self.fails(schedule) else None
+
+
+async def test_the_minimal_schedule_keeps_exactly_the_failure():
+    runner, kept = FakeRunner(cut_with_three_clients), []
+    lines: list[str] = []
+    shrinker = Shrinker(runner, repeats=3, on_line=lines.append, on_kept=kept.append)
+    out = await shrinker.shrink(copy.deepcopy(BIG), SIG)
+    minimal = out.minimal
+    assert out.state == "shrunk" and minimal is not None
+    assert [f["type"] for f in fault_steps(minimal)] == ["network_cut"]
+    assert minimal["cohorts"] == [{"name": "c1", "clients": 3}]
+    assert [s for s in minimal["method"] if "wait" in s or "feed_rate" in s] == []
+    assert set(minimal["checks"]) == {"eviction@c1"}
+    assert minimal["target"] == {"heartbeat": 1}  # the cut's eviction bound is for a 1 s heartbeat
+    assert minimal["feed"]["rate"] == 20 and minimal["steady_state"] == 0.2
+    assert kept[0] == BIG and kept[-1] == minimal
+    assert out.original_hits == 3 and out.kept == len(kept) - 1
+    assert any("kept" in line and "drop fault latency_1" in line for line in lines)
+    assert any("not kept" in line and "c1: 3 -> 2 clients" in line for line in lines)
+    # every kept step was run 3 times; every step not kept stopped at its first run that did not fail
+    assert runner.calls == out.runs == 2 + 3 * out.kept + sum("not kept" in line for line in lines)
+
+
+async def test_params_shrink_toward_the_low_end_and_back_to_their_defaults():
+    schedule = copy.deepcopy(BIG)
+    schedule["method"].insert(1, {"fault": {"name": "flap_9", "type": "flap", "cohort": "c2",
+                                            "params": {"cycles": 3, "cut": 0.9, "up": 0.8}}})  # fmt: skip
+
+    def flaps_twice(s: dict[str, Any]) -> bool:
+        return any(f["type"] == "flap" and f.get("params", {}).get("cycles", 3) >= 2 for f in fault_steps(s))
+
+    out = await Shrinker(FakeRunner(flaps_twice), repeats=2).shrink(schedule, SIG)
+    assert out.minimal is not None
+    assert fault_steps(out.minimal) == [
+        {"name": "flap_9", "type": "flap", "cohort": "c2", "params": {"cycles": 2, "cut": 0.3, "up": 0.3}}
+    ]
+
+
+async def test_a_flaky_failure_is_reported_with_its_rate_and_not_shrunk():
+    runner, kept = FakeRunner(cut_with_three_clients, flaky_every=2), []
+    out = await Shrinker(runner, repeats=3, on_kept=kept.append).shrink(copy.deepcopy(BIG), SIG)
+    assert out.state == "flaky" and out.rate == "2 of 3"
+    assert out.minimal is None and kept == [] and runner.calls == 2
+    assert "flaky" in out.log[-1]
+
+
+async def test_shrinking_stops_before_a_run_the_budget_has_no_room_for():
+    runner = FakeRunner(cut_with_three_clients)
+    out = await Shrinker(runner, repeats=3, may_run=lambda s: runner.calls < 9).shrink(copy.deepcopy(BIG), SIG)
+    assert out.state == "stopped" and runner.calls == 9
+    assert out.minimal is not None and cut_with_three_clients(out.minimal)
+    assert out.log[-1].startswith("stopped: the budget ends before the next run")
+
+
+async def test_a_candidate_that_fails_otherwise_is_not_kept():
+    async def runner(schedule: dict[str, Any]) -> Signature | None:
+        return SIG if len(fault_steps(schedule)) == 3 else Signature("fail", "delivery", "lost")
+
+    out = await Shrinker(runner, repeats=1).shrink(copy.deepcopy(BIG), SIG)
+    assert len(fault_steps(out.minimal or {})) == 3
+    assert any("failed otherwise: fail / delivery / lost" in line for line in out.log)
+
+
+async def test_target_settings_a_remaining_fault_relies_on_are_kept():
+    async def runner(schedule: dict[str, Any]) -> Signature | None:
+        return SIG
+
+    out = await Shrinker(runner, repeats=1).shrink(copy.deepcopy(BIG), SIG)
+    assert out.minimal is not None and out.minimal.get("target") is None  # no fault left: nothing relied on
+    only_cut = {**copy.deepcopy(BIG), "method": [{"fault": {"name": "cut", "type": "network_cut", "cohort": "c1"}},
+                                                 {"wait": 3}, {"heal": "cut"}]}  # fmt: skip
+    assert [what for what, _ in default_target(only_cut, None)] == ["target send_timeout back to its default"]
+
+
+def test_lower_values_and_dropping_a_cohort_with_its_checks():
+    assert lower(9, 1, integer=True) == [1, 5, 8]
+    assert lower(1, 1, integer=True) == []
+    assert lower(2.0, 0.0, integer=False) == [0.0, 1.0]
+    assert lower(0.15, 0.1, integer=False) == []
+    no_faults = {**BIG, "method": [{"wait": 1}]}
+    dropped = {what: s for what, s in drop_cohorts(no_faults, None)}
+    c2 = dropped["drop cohort c2 (3 clients) and its checks"]
+    assert [c["name"] for c in c2["cohorts"]] == ["steady", "c1", "c3"] and "delivery@c2" not in c2["checks"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Signatures
+
+
+def result(*verdicts: Verdict, error: str | None = None, status: str = "fail") -> ScenarioResult:
+    return ScenarioResult("x", status, list(verdicts), 1.0, Path("."), 1, error)
+
+
+def test_a_signature_ignores_numbers_names_and_the_order_of_checks():
+    log_line = json.dumps({"level": "ERROR", "msg": "client 11 disconnected unexpectedly", "ts": "2026-12-02"})
+    errors = Verdict("no_error_logs", "fail", "1 error line(s)", [{"lineno": 2, "line": log_line}])
+    late = Verdict("eviction@c7", "fail", "cohort 'c7' ended late", [{"client": "c7-1", "problem": "ended late 3.2s"}])
+    assert first_failure([late, errors]) is errors
+    expected = Signature("fail", "no_error_logs", "error client # disconnected unexpectedly")
+    assert signature(result(late, errors)) == expected
+    assert reason_class(late) == "ended late #s"
+    never = Verdict("eviction", "fail", "3 client(s) of 'c2' never left the registry", [{"t": 5.2, "registry": 9}])
+    assert reason_class(never) == "" and str(signature(result(never))) == "fail / eviction"
+    assert signature(result(Verdict("liveness", "pass", "ok"), status="pass")) is None
+    timeout = signature(result(error="scenario did not finish within its timeout of 60s", status="error"))
+    assert timeout == Signature("error", None, "scenario did not finish within its timeout of #s")
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line
+
+
+def wschaos(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "wschaos", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=dict(os.environ))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--budget", "soon"], "wschaos: --budget: 'soon' is not a duration"),
+        (["--faults", "netwrk_cut"], "wschaos: --faults: unknown fault type 'netwrk_cut'; known: churn"),
+        (["--checks", "delivry"], "wschaos: --checks: unknown checker(s) delivry; known: no_error_logs"),
+    ],
+)
+def test_bad_options_are_one_line_errors(tmp_path, args, message):
+    done = wschaos("explore", "--out", str(tmp_path), *args)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith(message) and "Traceback" not in done.stderr
+    assert not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------------------------------------
+# One exploration against a mutant of the monitor
+
+MUTANT = "error_log_on_disconnect"  # caught by no_error_logs as soon as a client goes away
+
+
+def mutant_target_file(folder: Path) -> Path:
+    raw = yaml.safe_load((TARGETS_DIR / "monitor.yaml").read_text(encoding="utf-8"))
+    raw["name"], raw["command"] = f"monitor-{MUTANT}", mutant_target(MUTANT).command
+    path = folder / f"monitor-{MUTANT}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_explore_finds_and_shrinks_a_mutant_and_the_minimal_schedule_fails_on_its_own(tmp_path):
+    target = mutant_target_file(tmp_path)
+    out = tmp_path / "runs"
+    done = wschaos("explore", "--target", str(target), "--budget", "45s", "--seed", "3", "--faults", "mass_drop",
+                   "--repeats", "2", "--out", str(out), timeout=120)  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    (explore_dir,) = out.glob("explore-*")
+    summary = json.loads((explore_dir / "explore.json").read_text(encoding="utf-8"))
+    assert summary["stopped_by"] == "budget" and summary["schedules_tried"] >= 1
+    assert summary["coverage"]["faults"]["mass_drop"]["schedules"] >= 1
+    assert summary["coverage"]["outcomes"]["no_error_logs"].get("fail", 0) >= 1
+    (failure,) = summary["failures"]
+    assert failure["signature"]["checker"] == "no_error_logs"
+    folder = explore_dir / failure["dir"]
+    assert {"original.yaml", "minimal.yaml", "shrink.log"} <= {p.name for p in folder.iterdir()}
+    assert "original run 2 of 2: failed the same way" in (folder / "shrink.log").read_text(encoding="utf-8")
+    again = wschaos("run", str(folder / "minimal.yaml"), "--target", str(target), "--seed", "3",
+                    "--out", str(tmp_path / "again"), timeout=60)  # fmt: skip
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "no_error_logs: FAIL" in again.stdout
+
+
+@pytest.mark.integration
+def test_ctrl_c_writes_what_was_found_and_exits_130(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "wschaos", "explore", "--budget", "60s", "--seed", "1",
+                             "--faults", "latency", "--out", str(tmp_path)], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    try:
+        deadline, children = time.monotonic() + 30, []
+        while time.monotonic() < deadline and len(children) < 2:  # toxiproxy-server and the target
+            time.sleep(0.1)
+            children = psutil.Process(proc.pid).children(recursive=True)
+        time.sleep(2.0)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, output[-2000:]
+    assert len(children) >= 2 and "Traceback" not in output
+    time.sleep(0.5)
+    alive = [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], f"left running: {[p.cmdline() for p in alive]}"
+    (explore_dir,) = tmp_path.glob("explore-*")
+    summary = json.loads((explore_dir / "explore.json").read_text(encoding="utf-8"))
+    assert summary["stopped_by"] == "interrupted" and summary["schedules_tried"] == 1

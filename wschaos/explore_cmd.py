@@ -1,0 +1,172 @@
+"""``wschaos explore``: run seeded random fault schedules against a target within a time budget, and
+shrink each distinct failure to a small scenario that still fails (``harness.explore``)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from harness import __version__
+from harness.checkers import CHECKERS
+from harness.errors import HarnessError
+from harness.explore.ranges import explorable
+from harness.explore.session import Explorer, Settings, clock_text
+from harness.targetspec import bundled_monitor, load_target
+from harness.toxiproxy import running_toxiproxy
+
+BUDGET_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h)?$")
+UNITS = {"s": 1, "m": 60, "h": 3600, None: 1}
+MAX_BUDGET_S = 24 * 3600
+
+
+@click.command()
+@click.option("--target", "target_file", type=click.Path(path_type=Path), help="target file (default: the monitor)")
+@click.option("--budget", default="10m", show_default=True,
+              help="how long it may take, a hard limit: 90s, 10m, 1h (a bare number is seconds)")  # fmt: skip
+@click.option("--seed", type=int, default=None, help="seed of the schedules and of every run (default: random)")
+@click.option("--faults", "faults_arg", default=None,
+              help="fault types to use, comma-separated (default: every one with ranges)")  # fmt: skip
+@click.option("--checks", "checks_arg", default=None,
+              help="checkers to use, comma-separated (default: the standard checks of the faults used)")  # fmt: skip
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
+@click.option("--repeats", type=click.IntRange(1, 20), default=3, show_default=True,
+              help="runs in a row a failure, and each smaller schedule kept, must fail the same way")  # fmt: skip
+def explore(
+    target_file: Path | None, budget: str, seed: int | None, faults_arg: str | None, checks_arg: str | None,
+    out: Path, repeats: int,
+) -> None:  # fmt: skip
+    """Run random fault schedules until the budget ends; shrink each distinct failure.
+
+    Writes OUT/explore-STAMP/: every schedule tried, failure-N/ with original.yaml, minimal.yaml (run it
+    with `wschaos run`) and shrink.log, and explore.json (what failed, and what was exercised). Exits 1
+    when a failure was found, 130 when interrupted (after writing what it has)."""
+    budget_s = parse_budget(budget)
+    target = load_target(target_file) if target_file else bundled_monitor()
+    usable, left_out = explorable(target.external)
+    faults = choose_faults(faults_arg, usable, left_out)
+    checks = choose_checks(checks_arg)
+    seed = seed if seed is not None else random.randrange(2**31)
+    run_dir = explore_dir(out.resolve())
+    settings = Settings(target, run_dir, budget_s, seed, faults, checks, repeats,
+                        {f: why for f, why in left_out.items() if f not in faults},
+                        str(target_file) if target_file else None)  # fmt: skip
+    click.echo(f"wschaos {__version__}: exploring {target.name} for {clock_text(budget_s)}, seed {seed}, "
+               f"faults {', '.join(faults)}, in {run_dir}")  # fmt: skip
+    explorer = Explorer(settings, progress=click.echo)
+    try:
+        run_until_signalled(search(explorer))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        explorer.stopped_by = "interrupted"
+        path = explorer.write_summary()
+        click.echo(f"interrupted: everything the exploration started has been stopped; what it found: {path}",
+                   err=True)  # fmt: skip
+        sys.exit(130)
+    path = explorer.write_summary()
+    for line in summary_lines(explorer.summary()):
+        click.echo(line)
+    click.echo(f"Summary: {path}")
+    sys.exit(1 if explorer.failures else 0)
+
+
+async def search(explorer: Explorer) -> None:
+    async with running_toxiproxy(explorer.settings.out_dir) as toxiproxy:
+        await explorer.explore(toxiproxy)
+
+
+def run_until_signalled(coro: Any) -> Any:
+    """Run ``coro``; Ctrl-C and SIGTERM cancel it, so every teardown runs (as ``wschaos run`` does)."""
+
+    async def main() -> Any:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        return await coro
+
+    return asyncio.run(main())
+
+
+def parse_budget(text: str) -> float:
+    match = BUDGET_RE.match(text.strip())
+    if match is None:
+        raise HarnessError(f"--budget: {text!r} is not a duration; give seconds, or 90s, 10m, 1h")
+    seconds = float(match.group(1)) * UNITS[match.group(2)]
+    if not 1 <= seconds <= MAX_BUDGET_S:
+        raise HarnessError(f"--budget: {text!r} must be between 1 second and 24 hours")
+    return seconds
+
+
+def split_names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def choose_faults(text: str | None, usable: list[str], left_out: dict[str, str]) -> tuple[str, ...]:
+    if text is None:
+        return tuple(usable)
+    names = split_names(text)
+    if not names:
+        raise HarnessError("--faults: give at least one fault type")
+    for name in names:
+        if name in left_out:
+            raise HarnessError(f"--faults: {name} cannot be explored: {left_out[name]}")
+        if name not in usable:
+            raise HarnessError(f"--faults: unknown fault type {name!r}; known: {', '.join(usable)}")
+    return tuple(dict.fromkeys(names))
+
+
+def choose_checks(text: str | None) -> frozenset[str] | None:
+    if text is None:
+        return None
+    names = split_names(text)
+    if not names:
+        raise HarnessError("--checks: give at least one checker")
+    unknown = [n for n in names if n not in CHECKERS]
+    if unknown:
+        raise HarnessError(f"--checks: unknown checker(s) {', '.join(unknown)}; known: {', '.join(CHECKERS)}")
+    return frozenset(names)
+
+
+def explore_dir(out: Path) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    run_dir = out / f"explore-{stamp}"
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = out / f"explore-{stamp}-{suffix}"
+    try:
+        run_dir.mkdir(parents=True)
+    except OSError as exc:
+        raise HarnessError(f"cannot write the exploration directory in {out}: {exc.strerror}") from None
+    return run_dir
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    runs = summary["runs"]
+    lines = ["", f"explored for {clock_text(summary['wall_s'])}: {summary['schedules_tried']} schedule(s) tried "
+                 f"({runs['explore']} runs, {runs['shrink']} more to shrink), "
+                 f"{len(summary['failures'])} distinct failure(s)"]  # fmt: skip
+    for f in summary["failures"]:
+        sig = f["signature"]
+        what = " / ".join([sig["status"], sig["checker"] or "harness", *([sig["reason"]] if sig["reason"] else [])])
+        if "minimal" in f:
+            before, after = f["original"], f["minimal"]
+            shape = (f"shrunk from {len(before['faults'])} fault(s), {before['clients']} clients to "
+                     f"{', '.join(after['faults']) or 'no fault'}, {after['clients']} clients "
+                     f"({f['kept']} of {f['steps']} steps kept, {f['state']})")  # fmt: skip
+        else:
+            shape = f"{f['state']}: failed the same way in {f['original_failed']} runs"
+        lines.append(f"  {f['dir']}: {what} (seen {f['hits']}x): {shape}")
+    coverage = summary["coverage"]
+    lines.append("faults used: " + ", ".join(f"{n} {c['schedules']}" for n, c in coverage["faults"].items()))
+    for checker, outcomes in coverage["outcomes"].items():
+        lines.append(f"  {checker}: " + (", ".join(f"{o} {n}" for o, n in outcomes.items()) or "never run"))
+    return lines
