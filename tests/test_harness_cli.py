@@ -88,12 +88,14 @@ async def run_against(target_file: Path, names: list[str], out: Path, seed: int 
 async def test_a_second_target_runs_the_suite_and_its_missing_resume_is_caught(tmp_path):
     """The websockets-based broadcaster holds delivery and eviction, but it has no resume: a client that
     reconnects after a cut gets a fresh init with the same epoch and a silent gap, which is caught. It has
-    no database either, so persistence cannot be judged: the baseline is unknown, not a pass."""
+    no database and declares no stats either, so persistence and stats cannot be judged: the baseline is
+    unknown, not a pass."""
     target = ROOT / "harness" / "targets" / "ws_broadcaster.yaml"
     results = await run_against(target, ["baseline", "network_cut"], tmp_path)
     baseline = {v.checker: (v.status, v.unknown_reason) for v in results["baseline"].verdicts}
     assert results["baseline"].status == "unknown", baseline
     assert baseline.pop("persistence") == ("unknown", "not_applicable")
+    assert baseline.pop("stats") == ("unknown", "not_applicable")
     assert set(baseline.values()) == {("pass", None)}, [v.to_json() for v in results["baseline"].verdicts]
     cut = {v.checker: v for v in results["network_cut"].verdicts}
     assert cut["delivery"].status == "pass" and cut["eviction"].status == "pass"

@@ -143,3 +143,13 @@ async def test_a_scenario_past_its_timeout_mid_faults_leaves_nothing_and_the_nex
     assert list(history.of("fault_heal")) == []
     await before.assert_none(toxiproxy)
     await the_next_scenario_passes(toxiproxy, target, tmp_path / "baseline")
+
+
+async def test_a_healed_latency_fault_does_not_make_a_later_cut_look_unevicted(
+    toxiproxy: Toxiproxy, tmp_path: Path
+) -> None:
+    """A schedule ``wschaos explore`` found on the good monitor: the latency cohort's client, healed
+    before the cut, was counted as gone, so the cut cohort seemed never to leave the registry."""
+    scenario = load(Path(__file__).parent / "data" / "latency_then_cut.yaml")
+    result = await run_scenario(scenario, bundled_monitor(), toxiproxy, tmp_path / "run", SEED)
+    assert result.status == "pass", (result.error, [v.to_json() for v in result.verdicts if v.status != "pass"])

@@ -207,7 +207,7 @@ def _registry_point(
     ctx: CheckContext, case: Eviction, sample: Record, fixed: int | None, kept: Kept | None
 ) -> dict[str, Any]:
     t = sample["t"]
-    gone = {c for c in case.victims if not _reconnected(ctx, c, case.t0, t)} | _suspects(ctx, t)
+    gone = {c for c in case.victims if not _reconnected(ctx, c, case.t0, t)} | _suspects(ctx, case.t0, t)
     if fixed is None:
         fixed = sum(ctx.connected_at(c, t) for c in ctx.by_client if c not in gone)
     point = {"t": t, "registry": sample["clients"], "expected_at_most": fixed}
@@ -233,14 +233,17 @@ def _reconnected(ctx: CheckContext, client: str, since: float, t: float) -> bool
     return len(connects) >= (1 if ctx.connected_at(client, since) else 2)
 
 
-def _suspects(ctx: CheckContext, t: float) -> frozenset[str]:
-    """Victims of every fault started by ``t``, in any cohort, while the connection it hit lasts.
-    Counts alone cannot tell whose entry the server dropped, so a client another fault hit is not
-    counted as rightly connected: otherwise one cohort's eviction could pass for another's. Once it
-    has reconnected, its new connection counts like any other."""
+def _suspects(ctx: CheckContext, since: float, t: float) -> frozenset[str]:
+    """Victims of every fault started by ``t`` and not healed before ``since`` (when the case's own
+    fault hit), in any cohort, while the connection it hit lasts. Counts alone cannot tell whose entry
+    the server dropped, so a client another fault hit is not counted as rightly connected: otherwise
+    one cohort's eviction could pass for another's. A fault healed before the case began has settled:
+    the clients it hit that are still connected are counted like any other (a healed latency fault
+    never dropped them), and once a client has reconnected, its new connection counts too."""
+    healed = {r.get("fault"): r["t"] for r in ctx.history.of("fault_heal")}
     found: set[str] = set()
     for fault in ctx.history.of("fault_start"):
-        if fault["t"] <= t and fault.get("cohort"):
+        if fault["t"] <= t and fault.get("cohort") and healed.get(fault.get("fault"), t) >= since:
             hit = _victims(ctx, fault["cohort"], fault["t"])
             found |= {c for c in hit if not _reconnected(ctx, c, fault["t"], t)}
     return frozenset(found)
@@ -284,6 +287,12 @@ def _eviction_done(
     evidence = cap_evidence([p for p in timeline if p["t"] <= done["t"]])
     evidence += _still_connected(ctx, case, case.t0 + case.within)
     summary = f"{case.describe()} left the registry only after {took:.2f}s (bound {case.within:g}s): {how}"
+    left = next((p for p in timeline if p["registry"] <= p["expected_at_most"]), None)
+    if left is not None and left["t"] < done["t"] and left.get("old_connections") is not None:
+        summary = (f"{case.describe()} left the registry after {left['t'] - case.t0:.2f}s, but the target kept "
+                   f"{left['old_connections'] - left['old_expected_at_most']} more connection(s) than the clients "
+                   f"it should keep open (ESTABLISHED in its socket table) until t={done['t']:.2f}s, "
+                   f"{took:.2f}s after the fault (bound {case.within:g}s): {how}")  # fmt: skip
     return Verdict("eviction", FAIL, summary, evidence, figures)
 
 
