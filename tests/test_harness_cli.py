@@ -131,6 +131,19 @@ def descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
+def until_a_fault_is_on(proc: subprocess.Popen[str]) -> str:
+    """Read the run's progress until it says a fault started (the run is then midway, its children
+    up), however slowly a loaded machine got it there; the output read so far."""
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.strip().startswith("fault "):
+            break
+    time.sleep(0.5)
+    return "".join(seen)
+
+
 def listening_ports(procs: list[psutil.Process]) -> set[int]:
     ports = set()
     for proc in procs:
@@ -145,18 +158,12 @@ def interrupt_midway(tmp_path: Path, sig: int) -> tuple[int, list[psutil.Process
     proc = subprocess.Popen([*WSCHAOS, "run", "network_cut", "--out", str(tmp_path)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        children: list[psutil.Process] = []
-        while time.monotonic() < deadline:
-            children = descendants(proc.pid)
-            if len(children) >= 2:  # toxiproxy-server and the target
-                break
-            time.sleep(0.1)
-        time.sleep(2.0)  # into the method: the fault is on
+        seen = until_a_fault_is_on(proc)
         children = descendants(proc.pid)
         ports = listening_ports(children)
         proc.send_signal(sig)
         output, _ = proc.communicate(timeout=30)
+        output = seen + output
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -177,15 +184,10 @@ def test_interrupted_run_leaves_no_process_or_port(tmp_path, sig):
 
 
 def start_run(tmp_path: Path, *scenarios: str) -> tuple[subprocess.Popen[str], list[psutil.Process]]:
-    """A run in a process group of its own, as a terminal's foreground job is, once its children run."""
+    """A run in a process group of its own, as a terminal's foreground job is, once a fault is on."""
     proc = subprocess.Popen([*WSCHAOS, "run", *scenarios, "--out", str(tmp_path)], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    deadline = time.monotonic() + 30
-    children: list[psutil.Process] = []
-    while time.monotonic() < deadline and len(children) < 2:
-        time.sleep(0.1)
-        children = descendants(proc.pid)
-    time.sleep(2.0)
+    until_a_fault_is_on(proc)
     return proc, descendants(proc.pid)
 
 
