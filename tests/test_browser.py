@@ -26,6 +26,9 @@ from harness.toxiproxy import Toxiproxy
 from monitor.app import STATIC
 from tests.mutants.matrix import CAUGHT_BY, run_matrix
 
+# Chromium pages are heavy: the browser tests take turns on one worker (make test: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("browser")
+
 MISSING = browser.unavailable()
 needs_browser = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
 SCENARIOS = ["browser_network_cut", "browser_server_restart", "browser_slow_consumer"]

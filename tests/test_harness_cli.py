@@ -291,3 +291,14 @@ def test_mutants_refuses_an_unknown_mutant_or_module(tmp_path):
     assert missing.returncode == 2 and "cannot read the mutant catalogue of python -m tests.no_such_catalogue" in (
         missing.stderr
     )
+
+
+def test_jobs_run_scenarios_side_by_side_with_the_serial_results(tmp_path):
+    result = wschaos("run", "baseline", "slicer", "-j", "2", "--seed", "3", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+    summary = json.loads((tmp_path / "latest" / "summary.json").read_text())
+    assert [s["name"] for s in summary["scenarios"]] == ["baseline", "slicer"]  # the serial order
+    assert {s["status"] for s in summary["scenarios"]} == {"pass"}
+    assert "[slicer] fault" in result.stdout  # progress says whose
+    starts = {name: os.stat(tmp_path / "latest" / name).st_mtime for name in ("baseline", "slicer")}
+    assert abs(starts["baseline"] - starts["slicer"]) < 3.0, "the two ran one after the other"

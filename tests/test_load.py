@@ -42,6 +42,9 @@ from harness.targetspec import bundled_monitor
 from harness.toxiproxy import running_toxiproxy
 from tests.mutants.matrix import mutant_target
 
+# Locust processes are heavy: the load tests take turns on one worker (make test: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("load")
+
 ROOT = Path(__file__).resolve().parent.parent
 WSCHAOS = Path(sys.executable).with_name("wschaos")
 

@@ -91,25 +91,36 @@ def print_summary(results: list[ScenarioResult], run_dir: Path, wall: float) -> 
 
 
 async def run_suite(
-    scenarios: list[Scenario], target: TargetSpec, run_dir: Path, seed: int, capacity_file: Path, repeat: int = 1
-) -> list[ScenarioResult]:
-    """Each scenario, ``repeat`` times: the k-th run (k >= 2) is ``NAME#k``, with a seed of its own."""
+    scenarios: list[Scenario], target: TargetSpec, run_dir: Path, seed: int, capacity_file: Path, repeat: int = 1,
+    jobs: int = 1,
+) -> list[ScenarioResult]:  # fmt: skip
+    """Each scenario, ``repeat`` times: the k-th run (k >= 2) is ``NAME#k``, with a seed of its own. Up
+    to ``jobs`` runs at once, each with its own target, proxies and directory (one Toxiproxy serves
+    them all); the results keep the order of a serial run, and so do the verdicts: seeds depend on the
+    run's name only."""
     from reports.repeats import repeat_name  # here: the reports are slow to import
 
-    results = []
+    runs = [(scenario, k) for scenario in scenarios for k in range(1, repeat + 1)]
+    slots = asyncio.Semaphore(jobs)
     async with running_toxiproxy(run_dir) as toxiproxy:
-        for scenario in scenarios:
-            click.echo(f"- {scenario.name}: {(scenario.description.strip().splitlines() or [''])[0][:90]}")
-            for k in range(1, repeat + 1):
-                name = repeat_name(scenario.name, k)
+
+        async def one(scenario: Scenario, k: int) -> ScenarioResult:
+            name = repeat_name(scenario.name, k)
+            async with slots:
+                if k == 1:
+                    click.echo(f"- {scenario.name}: {(scenario.description.strip().splitlines() or [''])[0][:90]}")
+                tag = f"[{name}] " if jobs > 1 else ""
                 result = await run_scenario(
                     scenario, target, toxiproxy, run_dir / name, scenario_seed(seed, name),
-                    progress=lambda msg: click.echo(f"    {msg}"), capacity_file=capacity_file,
+                    progress=lambda msg: click.echo(f"    {tag}{msg}"), capacity_file=capacity_file,
                 )  # fmt: skip
-                result.name = name
-                print_result(result)
-                results.append(result)
-    return results
+            result.name = name
+            print_result(result)
+            return result
+
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(scenario, k)) for scenario, k in runs]
+    return [task.result() for task in tasks]
 
 
 def run_with_signals(coro: Any) -> Any:
@@ -175,13 +186,15 @@ cli.add_command(explore)
                    "(default: OUT/capacity.json)")  # fmt: skip
 @click.option("--repeat", type=click.IntRange(1, 100), default=1, show_default=True,
               help="run each scenario N times, each with its own seed; flaky scenarios are named")  # fmt: skip
+@click.option("-j", "--jobs", type=click.IntRange(1, 16), default=1, show_default=True,
+              help="scenarios run at once, each with its own target instance, ports and proxies")
 @click.option("--baseline", type=click.Path(path_type=Path), default=None,
               help="an earlier run to gate this one against (see --fail-on); exit 1 on a regression")  # fmt: skip
 @click.option("--fail-on", "fail_on", default=None, metavar="RULES",
               help="with --baseline: e.g. 'eviction_s>+1,p99_ms>+20%,status' (default: status)")  # fmt: skip
 def run(
     scenarios: tuple[str, ...], target_file: Path | None, seed: int | None, out: Path, core: bool,
-    capacity_file: Path | None, repeat: int, baseline: Path | None, fail_on: str | None,
+    capacity_file: Path | None, repeat: int, jobs: int, baseline: Path | None, fail_on: str | None,
 ) -> None:  # fmt: skip
     """Run SCENARIOS (names or files; default: every file in scenarios/)."""
     rules = gate_rules(baseline, fail_on)
@@ -200,7 +213,7 @@ def run(
     click.echo(f"wschaos {__version__}: {len(chosen)} scenario(s) against {target.name}, seed {seed}, in {run_dir}")
     started = time.monotonic()
     try:
-        results = run_with_signals(run_suite(chosen, target, run_dir, seed, capacity_file.resolve(), repeat))
+        results = run_with_signals(run_suite(chosen, target, run_dir, seed, capacity_file.resolve(), repeat, jobs))
     except (KeyboardInterrupt, asyncio.CancelledError):
         click.echo("interrupted: everything the run started has been stopped", err=True)
         sys.exit(130)

@@ -197,7 +197,9 @@ class Kept:
 
 def _kept_connections(ctx: CheckContext, case: Eviction, samples: list[Record]) -> Kept | None:
     before = [s for s in samples if s["t"] <= case.t0 and s.get("peers") is not None]
-    if not before:
+    if not before or any(r.get("cohort") == case.cohort for r in ctx.history.of("browser_state")):
+        # A browser page also holds HTTP connections through its proxy (the page, its assets) that the
+        # harness cannot tell from its WebSocket: the socket count cannot be judged for pages.
         return None
     first = before[-1]
     return Kept(frozenset(first["peers"]), max(0, len(first["peers"]) - first["clients"]))
