@@ -318,7 +318,7 @@ class BrowserCohort(Cohort):
         self._playwright = await async_playwright().start()
         try:
             self._browser = await self._playwright.chromium.launch(
-                executable_path=CHROMIUM, args=list(CHROMIUM_ARGS), headless=True, timeout=15_000
+                executable_path=CHROMIUM, args=list(CHROMIUM_ARGS), headless=True, timeout=60_000
             )
         except PlaywrightError as exc:
             raise HarnessError(f"cohort {self.name!r}: Chromium did not start: {exc.message[:300]}",
