@@ -158,9 +158,10 @@ async def test_log_and_metrics_records(tmp_path: Path) -> None:
     logs = list(history.of("log"))
     assert any(r["level"] == "INFO" and "listening" in r["message"] for r in logs)
     assert [r["lineno"] for r in logs] == sorted(r["lineno"] for r in logs)
+    # The last sample may be taken while the monitor stops: process figures then, no /metrics.
     sample = [r for r in history.of("metrics") if "rss_bytes" in r["values"]][-1]
     assert sample["values"]["rss_bytes"] > 1_000_000 and "cpu_percent" in sample["values"]
-    assert "monitor_connections_total" in sample["values"]
+    assert any("monitor_connections_total" in r["values"] for r in history.of("metrics"))
 
 
 async def test_raw_lines_and_a_target_without_metrics(tmp_path: Path) -> None:
