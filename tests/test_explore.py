@@ -334,7 +334,7 @@ def test_explore_finds_and_shrinks_a_mutant_and_the_minimal_schedule_fails_on_it
     done = wschaos("explore", "--target", str(target), "--budget", "45s", "--seed", "3", "--faults", "mass_drop",
                    "--repeats", "2", "--out", str(out), timeout=120)  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr
-    (explore_dir,) = out.glob("explore-*")
+    (explore_dir,) = out.glob("*-explore")
     summary = json.loads((explore_dir / "explore.json").read_text(encoding="utf-8"))
     assert summary["stopped_by"] == "budget" and summary["schedules_tried"] >= 1
     assert summary["coverage"]["faults"]["mass_drop"]["schedules"] >= 1
@@ -372,6 +372,6 @@ def test_ctrl_c_writes_what_was_found_and_exits_130(tmp_path):
     time.sleep(0.5)
     alive = [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert alive == [], f"left running: {[p.cmdline() for p in alive]}"
-    (explore_dir,) = tmp_path.glob("explore-*")
+    (explore_dir,) = tmp_path.glob("*-explore")
     summary = json.loads((explore_dir / "explore.json").read_text(encoding="utf-8"))
     assert summary["stopped_by"] == "interrupted" and summary["schedules_tried"] == 1

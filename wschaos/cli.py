@@ -6,7 +6,6 @@ import asyncio
 import json
 import random
 import shlex
-import signal
 import sys
 import time
 import zlib
@@ -29,6 +28,7 @@ from harness.toxiproxy import running_toxiproxy
 from wschaos import mutants as matrix
 from wschaos.analyze_cmd import analyze_command
 from wschaos.explore_cmd import explore
+from wschaos.rundir import new_run_dir, run_with_signals
 
 STATUS_COLOURS = {"pass": "green", "fail": "red", "error": "magenta", "unknown": "yellow", "skipped": "cyan"}
 BROKEN = ("fail", "error")  # the statuses that fail a run; "unknown" is reported, not failed
@@ -37,24 +37,6 @@ BROKEN = ("fail", "error")  # the statuses that fail a run; "unknown" is reporte
 def scenario_seed(base: int, name: str) -> int:
     """Each scenario's seed depends only on the run's seed and its name, not on the order."""
     return (base ^ zlib.crc32(name.encode())) & 0x7FFFFFFF
-
-
-def new_run_dir(out: Path, label: str) -> Path:
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    run_dir = out / f"{stamp}-{label}"
-    suffix = 1
-    while run_dir.exists():
-        suffix += 1
-        run_dir = out / f"{stamp}-{label}-{suffix}"
-    try:
-        run_dir.mkdir(parents=True)
-    except OSError as exc:
-        raise HarnessError(f"cannot write the run directory in {out}: {exc.strerror}") from None
-    latest = out / "latest"
-    if latest.is_symlink() or latest.exists():
-        latest.unlink()
-    latest.symlink_to(run_dir.name)
-    return run_dir
 
 
 def coloured(status: str) -> str:
@@ -121,21 +103,6 @@ async def run_suite(
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(one(scenario, k)) for scenario, k in runs]
     return [task.result() for task in tasks]
-
-
-def run_with_signals(coro: Any) -> Any:
-    """Run ``coro``; Ctrl-C and SIGTERM cancel it, so every teardown runs. SIGINT gets a handler of
-    its own too: a shell without job control starts background commands with SIGINT ignored."""
-
-    async def main() -> Any:
-        task = asyncio.current_task()
-        assert task is not None
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
-        return await coro
-
-    return asyncio.run(main())
 
 
 def scenario_args(items: tuple[str, ...], chosen: list[Scenario]) -> dict[str, str]:

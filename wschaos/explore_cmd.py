@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from harness.explore.ranges import explorable
 from harness.explore.session import Explorer, Settings, clock_text
 from harness.targetspec import bundled_monitor, load_target
 from harness.toxiproxy import running_toxiproxy
+from wschaos.rundir import new_run_dir, run_with_signals
 
 BUDGET_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h)?$")
 UNITS = {"s": 1, "m": 60, "h": 3600, None: 1}
@@ -45,7 +44,7 @@ def explore(
 ) -> None:  # fmt: skip
     """Run random fault schedules until the budget ends; shrink each distinct failure.
 
-    Writes OUT/explore-STAMP/: every schedule tried, failure-N/ with original.yaml, minimal.yaml (run it
+    Writes OUT/STAMP-explore/: every schedule tried, failure-N/ with original.yaml, minimal.yaml (run it
     with `wschaos run`) and shrink.log, and explore.json (what failed, and what was exercised). Exits 1
     when a failure was found, 130 when interrupted (after writing what it has)."""
     budget_s = parse_budget(budget)
@@ -54,7 +53,7 @@ def explore(
     faults = choose_faults(faults_arg, usable, left_out)
     checks = choose_checks(checks_arg)
     seed = seed if seed is not None else random.randrange(2**31)
-    run_dir = explore_dir(out.resolve())
+    run_dir = new_run_dir(out.resolve(), "explore")
     settings = Settings(target, run_dir, budget_s, seed, faults, checks, repeats,
                         {f: why for f, why in left_out.items() if f not in faults},
                         str(target_file) if target_file else None)  # fmt: skip
@@ -62,7 +61,7 @@ def explore(
                f"faults {', '.join(faults)}, in {run_dir}")  # fmt: skip
     explorer = Explorer(settings, progress=click.echo)
     try:
-        run_until_signalled(search(explorer))
+        run_with_signals(search(explorer))
     except (KeyboardInterrupt, asyncio.CancelledError):
         explorer.stopped_by = "interrupted"
         path = explorer.write_summary()
@@ -79,20 +78,6 @@ def explore(
 async def search(explorer: Explorer) -> None:
     async with running_toxiproxy(explorer.settings.out_dir) as toxiproxy:
         await explorer.explore(toxiproxy)
-
-
-def run_until_signalled(coro: Any) -> Any:
-    """Run ``coro``; Ctrl-C and SIGTERM cancel it, so every teardown runs (as ``wschaos run`` does)."""
-
-    async def main() -> Any:
-        task = asyncio.current_task()
-        assert task is not None
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
-        return await coro
-
-    return asyncio.run(main())
 
 
 def parse_budget(text: str) -> float:
@@ -133,20 +118,6 @@ def choose_checks(text: str | None) -> frozenset[str] | None:
     if unknown:
         raise HarnessError(f"--checks: unknown checker(s) {', '.join(unknown)}; known: {', '.join(CHECKERS)}")
     return frozenset(names)
-
-
-def explore_dir(out: Path) -> Path:
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    run_dir = out / f"explore-{stamp}"
-    suffix = 1
-    while run_dir.exists():
-        suffix += 1
-        run_dir = out / f"explore-{stamp}-{suffix}"
-    try:
-        run_dir.mkdir(parents=True)
-    except OSError as exc:
-        raise HarnessError(f"cannot write the exploration directory in {out}: {exc.strerror}") from None
-    return run_dir
 
 
 def summary_lines(summary: dict[str, Any]) -> list[str]:
