@@ -287,7 +287,7 @@ class BrowserCohort(Cohort):
     def pages(self) -> list[BrowserClient]:
         return [c for c in self.clients if isinstance(c, BrowserClient)]
 
-    async def start(self, timeout: float = 20.0) -> None:
+    async def start(self, timeout: float = 60.0) -> None:  # Chromium may take long to start on a busy machine
         reason = unavailable()
         if reason is not None:
             raise HarnessError(f"cohort {self.name!r}: {reason}")
