@@ -22,8 +22,8 @@ from benchmarks.common import append_results, table
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_suite(out: Path, jobs: int, seed: int, core: bool) -> tuple[float, int, int, int]:
-    """Wall seconds, scenarios held, unknown and broken, for one `wschaos run`."""
+def run_suite(out: Path, jobs: int, seed: int, core: bool) -> tuple[float, int, int, int, float]:
+    """Wall seconds, scenarios held, unknown and broken, and the run directory's MB, for one `wschaos run`."""
     command = [sys.executable, "-m", "wschaos", "run", "--seed", str(seed), "--out", str(out), "-j", str(jobs)]
     started = time.monotonic()
     subprocess.run(command + (["--core"] if core else []), cwd=ROOT, stdout=subprocess.DEVNULL, check=False)
@@ -31,7 +31,8 @@ def run_suite(out: Path, jobs: int, seed: int, core: bool) -> tuple[float, int, 
     summary = json.loads((out / "latest" / "summary.json").read_text(encoding="utf-8"))
     statuses = [s["status"] for s in summary["scenarios"]]
     broken = sum(s in ("fail", "error") for s in statuses)
-    return wall, statuses.count("pass"), statuses.count("unknown"), broken
+    size = sum(p.stat().st_size for p in (out / "latest").resolve().rglob("*") if p.is_file() and not p.is_symlink())
+    return wall, statuses.count("pass"), statuses.count("unknown"), broken, size / 1e6
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,10 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         serial = None
         for jobs in (1, args.jobs):
-            wall, held, unknown, broken = run_suite(Path(tmp) / f"j{jobs}", jobs, args.seed, not args.all)
+            wall, held, unknown, broken, mb = run_suite(Path(tmp) / f"j{jobs}", jobs, args.seed, not args.all)
             serial = serial or wall
-            rows.append([jobs, f"{wall:.1f}", f"{wall / serial:.2f}", held, unknown, broken])
-    text = table(["jobs", "wall s", "x serial", "held", "unknown", "failed or error"], rows)
+            rows.append([jobs, f"{wall:.1f}", f"{wall / serial:.2f}", held, unknown, broken, f"{mb:.1f}"])
+    text = table(["jobs", "wall s", "x serial", "held", "unknown", "failed or error", "run dir MB"], rows)
     print(text)
     if not args.no_record:
         append_results(f"suite_time ({'all' if args.all else 'core'} scenarios, seed {args.seed})", text)

@@ -36,10 +36,12 @@ from harness.serverstats import record_server_stats
 from harness.target import Target
 from harness.targetspec import TargetSpec
 from harness.toxiproxy import Proxy, Toxiproxy
+from harness.workdir import compress_workdir
 
 log = logging.getLogger("harness.runner")
 
 DRAIN_TIMEOUT = 5.0
+DRAIN_QUIET_S = 1.0  # the drain ends early when no client received anything for this long
 PROBE_INTERVAL = 1.0
 
 
@@ -206,14 +208,23 @@ def drain_clients(run: Run) -> list[ProbeClient]:
 
 
 async def wait_for_drain(run: Run, feed: Feed) -> None:
-    """After the feed stops, give connected clients a moment to receive the last events."""
+    """After the feed stops, give connected clients a moment to receive the last events: until each
+    has every event, or none received anything for DRAIN_QUIET_S (a client told to resync after a
+    restart never gets what was fed while the server was down; waiting for it only costs time)."""
     want = len(feed.fed)
-    deadline = time.monotonic() + DRAIN_TIMEOUT
+    now = time.monotonic()
+    deadline, quiet_since = now + DRAIN_TIMEOUT, now
     clients = drain_clients(run)
+    received = sum(c.events for c in clients)
     while time.monotonic() < deadline:
         if all(c.events >= want for c in clients):
             return
         await asyncio.sleep(0.05)
+        total = sum(c.events for c in clients)
+        if total != received:
+            received, quiet_since = total, time.monotonic()
+        elif time.monotonic() - quiet_since >= DRAIN_QUIET_S:
+            return
 
 
 async def start_cohorts(run: Run, stack: AsyncExitStack, out_dir: Path | None = None) -> None:
@@ -332,11 +343,14 @@ async def execute(run: Run, out_dir: Path, progress: Progress, phases: dict[str,
                        faulted=sorted(run.faulted), cohorts=[[s.name, s.clients, s.kind] for s in scenario.cohorts])
     dialect = run.target.spec.make_dialect()
     id_setting = dialect.id_setting
+    stored_ids = run.target.stored_ids()
+    if stored_ids is not None:  # kept in the history: `wschaos analyze` judges persistence from it
+        run.history.record("stored_ids", ids=stored_ids)
     ctx_checks = CheckContext(
         history=run.history,
         cohorts={s.name: CohortInfo(s.name, s.clients, s.kind, s.view) for s in scenario.cohorts},
         faulted=set(run.faulted),
-        stored_ids=run.target.stored_ids(),
+        stored_ids=stored_ids,
         semantics=dict(run.target.spec.semantics),
         event_id_setting=id_setting[0],
         event_id_field=id_setting[1],
@@ -386,6 +400,7 @@ async def run_scenario(
         error = exc.message + (f" ({exc.hint})" if exc.hint else "")
     finally:
         history.close()
+        compress_workdir(out_dir / "target")
     status = scenario_status(verdicts, error)
     result = ScenarioResult(scenario.name, status, verdicts, time.monotonic() - started, out_dir, seed, error, phases)
     (out_dir / "result.json").write_text(json.dumps(result.to_json(), indent=2))

@@ -82,7 +82,7 @@ def judge(scenario_dir: Path, old: dict[str, Any], target: TargetSpec, scenario:
         history=history,
         cohorts={name: CohortInfo(name, clients, kind) for name, clients, kind in cohorts},
         faulted=faulted,
-        stored_ids=_stored_ids(running),
+        stored_ids=_stored_ids(history, running),
         semantics=dict(running.spec.semantics),
         event_id_setting=dialect.id_setting[0],
         event_id_field=dialect.id_setting[1],
@@ -116,7 +116,11 @@ def faulted_from(history: History, scenario: Scenario | None, cohorts: list[list
             for hit in make_fault(spec).hits(ctx)}  # type: ignore[arg-type]  # fmt: skip
 
 
-def _stored_ids(target: Any) -> list[str] | None:
+def _stored_ids(history: History, target: Any) -> list[str] | None:
+    """As the run recorded them; a run from before they were recorded: from its database, if still plain."""
+    recorded = next(history.of("stored_ids"), None)
+    if recorded is not None:
+        return [str(i) for i in recorded["ids"]]
     try:
         return target.stored_ids()  # type: ignore[no-any-return]
     except HarnessError:
