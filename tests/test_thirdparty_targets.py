@@ -94,10 +94,19 @@ async def test_centrifugo_network_cut_drops_by_ping_but_holds_the_sockets_and_re
     toxiproxy: Toxiproxy, tmp_path: Path
 ) -> None:
     """Real behaviour: the missed pong (3012) takes the cut clients out of Centrifugo's count within
-    about 1.6 s, but it keeps their TCP connections ESTABLISHED until the cut heals."""
+    about 1.6 s. In most runs it keeps their TCP connections ESTABLISHED until the cut heals (eviction
+    fails); in some its close goes through within the bound and the victims see their connections
+    reset (eviction passes). Either verdict must carry the evidence that decides it."""
     verdicts, history = await run(load_target(CENTRIFUGO), scenario("network_cut"), toxiproxy, tmp_path)
-    assert verdicts == {"no_error_logs": PASS, "delivery": PASS, "eviction": FAIL, "recovery": PASS, "liveness": PASS}
-    assert "left the registry after" in SUMMARIES["eviction"] and "ESTABLISHED" in SUMMARIES["eviction"]
+    eviction = verdicts.pop("eviction")
+    assert verdicts == {"no_error_logs": PASS, "delivery": PASS, "recovery": PASS, "liveness": PASS}
+    assert eviction in (FAIL, PASS)
+    summary = SUMMARIES["eviction"]
+    assert "left the registry after" in summary
+    if eviction == FAIL:
+        assert "ESTABLISHED" in summary
+    else:
+        assert "evicted by the server" in summary and "connection reset" in summary, summary
     # 3 s at 200 events/s is past Centrifugo's client.recovery_max_publication_limit (300): it says so
     # (subscribe reply without recovered: true) and the clients resync, no silent gap.
     assert [r.get("type") for r in history.of("notice")] == ["resync_required"] * 4
