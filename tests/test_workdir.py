@@ -18,6 +18,8 @@ def test_large_files_are_gzipped_in_place_and_read_back_byte_for_byte(tmp_path: 
     (tmp_path / "monitor.db").write_bytes(os.urandom(1024) + bytes(200_000))
     (tmp_path / "target.log").write_bytes(b"listening\n" * 100)
     (tmp_path / "small.txt").write_bytes(b"x" * 100)
+    (tmp_path / "locust.html").write_bytes(b"<p>report</p>" * 10_000)
+    (tmp_path / "page.png").write_bytes(bytes(100_000))
 
     saved = compress_workdir(tmp_path)
 
@@ -25,6 +27,7 @@ def test_large_files_are_gzipped_in_place_and_read_back_byte_for_byte(tmp_path: 
     assert (tmp_path / "monitor.db.gz").is_file() and not (tmp_path / "monitor.db").exists()
     assert (tmp_path / "target.log").read_bytes() == b"listening\n" * 100
     assert (tmp_path / "small.txt").read_bytes() == b"x" * 100
+    assert (tmp_path / "locust.html").is_file() and (tmp_path / "page.png").is_file()  # opened as they are
     assert saved > len(big) // 2
     assert compress_workdir(tmp_path) == 0  # a second pass leaves the .gz files alone
 
