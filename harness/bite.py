@@ -238,7 +238,9 @@ class SlowWatch(SendPathWatch):
         self.server_port = server_port
         table = read_sockets([server_port])
         self.candidates = {s.remote[1] for s in find(table or [], local_port=server_port) if s.established}
-        super().__init__(subject, history, [Link("slow", server_port, None)], ceiling, hold)
+        # One victim: the link is that client's, so the target closing it is that client's eviction.
+        name = self.victims[0].name if len(self.victims) == 1 else "slow"
+        super().__init__(subject, history, [Link(name, server_port, None)], ceiling, hold)
 
     def is_open(self, link: Link) -> bool:
         # Pages of a browser cohort are no probe clients: then only the target's socket table tells.

@@ -394,6 +394,32 @@ def test_eviction_fails_when_client_never_evicted() -> None:
     assert "evicted_after_s" not in verdict.figures
 
 
+def test_eviction_of_a_slow_link_the_target_closed_before_the_heal_passes() -> None:
+    """Seen in a suite run: the target closed its socket to the one slow client (FIN_WAIT1, its data
+    still crawling through the 1 KB/s link); the victim and the registry saw it only after the heal."""
+    h = History()
+    for client, cohort in (("g-0", "good"), ("slow-0", "slow")):
+        connect(h, 0.0, client, cohort)
+    rec(h, 0.5, "metrics", clients=2, values={})
+    rec(h, 1.96, "fault_start", fault="slow", type="slow_consumer", cohort="slow", params={})
+    rec(h, 3.607, "server_close", client="slow-0", fault="slow", port=42638, state="FIN_WAIT1")
+    rec(h, 3.81, "fault_bite", fault="slow", type="slow_consumer", cohort="slow", bit=True, how="closed",
+        full_t=3.607, figures={"tx_max[slow-0]": 300_000})  # fmt: skip
+    rec(h, 3.813, "fault_heal", fault="slow", type="slow_consumer", cohort="slow")
+    close(h, 3.83, "slow-0", "slow", None, "error")
+    rec(h, 3.9, "metrics", clients=1, values={})
+    verdict = CHECKERS["eviction"](ctx_for(h), {"cohort": "slow", "within": 5.0})
+    assert verdict.status == "pass", verdict.summary
+    assert "FIN_WAIT1" in verdict.summary
+
+    held = History()
+    for record in h.records:  # the same run, had the target kept its socket open until the heal
+        if record["kind"] != "server_close":
+            held.records.append(record)
+    verdict = CHECKERS["eviction"](ctx_for(held), {"cohort": "slow", "within": 5.0})
+    assert verdict.status == "fail" and "never evicted" in verdict.summary, verdict.summary
+
+
 def test_eviction_late_is_a_failure_with_the_time() -> None:
     h = eviction_history([(1.5, 4), (9.0, 2)])
     verdict = CHECKERS["eviction"](ctx_for(h), {"cohort": "victims", "within": 5.0})
