@@ -66,6 +66,8 @@ class Failure:
     schedule: str  # the name of the schedule that showed it first
     shrunk: Shrunk
     hits: int = 1  # exploration runs that failed this way
+    found_after_s: float = 0.0  # from the start of the exploration to the first run that failed this way
+    shrink_s: float = 0.0
 
     @property
     def dir_name(self) -> str:
@@ -125,7 +127,8 @@ class Explorer:
             failure.hits += 1
             self.say(f"the same failure as {failure.dir_name}, not shrunk again")
             return
-        failure = Failure(len(self.failures) + 1, schedule["name"], Shrunk(found, self.settings.repeats))
+        failure = Failure(len(self.failures) + 1, schedule["name"], Shrunk(found, self.settings.repeats),
+                          found_after_s=round(self.clock() - self.started, 1))  # fmt: skip
         self.failures[found] = failure
         folder = self.settings.out_dir / failure.dir_name
         write_yaml(folder / "original.yaml", schedule)
@@ -147,7 +150,11 @@ class Explorer:
             write_yaml(folder / "minimal.yaml", smaller)
 
         shrinker = Shrinker(runner, self.settings.repeats, self.may_run, on_line, on_kept)
-        await shrinker.shrink(schedule, found, failure.shrunk)
+        began = self.clock()
+        try:
+            await shrinker.shrink(schedule, found, failure.shrunk)
+        finally:
+            failure.shrink_s = round(self.clock() - began, 1)
         if (folder / "minimal.yaml").exists():
             on_line(f"minimal: {describe_schedule(failure.shrunk.minimal or schedule)}; "
                     f"run it: {self.command(folder / 'minimal.yaml')}")  # fmt: skip
@@ -217,6 +224,7 @@ class Explorer:
         folder = self.settings.out_dir / failure.dir_name
         original = yaml.safe_load((folder / "original.yaml").read_text(encoding="utf-8"))
         out = {"dir": failure.dir_name, "schedule": failure.schedule, "hits": failure.hits,
+               "found_after_s": failure.found_after_s, "shrink_s": failure.shrink_s,
                **failure.shrunk.to_json(), "original": size(original)}  # fmt: skip
         if (folder / "minimal.yaml").exists():
             out["minimal"] = size(yaml.safe_load((folder / "minimal.yaml").read_text(encoding="utf-8")))
