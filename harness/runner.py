@@ -43,6 +43,7 @@ log = logging.getLogger("harness.runner")
 DRAIN_TIMEOUT = 5.0
 DRAIN_QUIET_S = 1.0  # the drain ends early when no client received anything for this long
 PROBE_INTERVAL = 1.0
+PROBE_TIMEOUT = 3.0
 
 
 @dataclass
@@ -136,13 +137,26 @@ async def probe_liveness(run: Run, proxy: Proxy) -> None:
         await asyncio.sleep(PROBE_INTERVAL)
         started = time.monotonic()
         try:
-            async with asyncio.timeout(3.0), run.session.ws_connect(url, autoping=True) as ws:
+            async with asyncio.timeout(PROBE_TIMEOUT), run.session.ws_connect(url, autoping=True) as ws:
                 await wait_ready(ws, dialect)
             run.history.record("probe", check="ws", ok=True, latency_s=round(time.monotonic() - started, 4))
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             run.history.record("probe", check="ws", ok=False, error=repr(exc)[:200])
         ok = await run.target.health()
         run.history.record("probe", check="health", ok=ok, error=None if ok else "health check did not answer")
+
+
+async def wait_for_probe(run: Run, since: float) -> None:
+    """Liveness is judged on a probe after the last heal; a steady phase of about one probe interval
+    can end before its probe has answered, so wait for that probe (bounded by the probe's own timeout)."""
+    deadline = time.monotonic() + PROBE_INTERVAL + PROBE_TIMEOUT + 0.5
+    while time.monotonic() < deadline:
+        for record in reversed(run.history.records):
+            if record["t"] < since:
+                break
+            if record["kind"] == "probe" and record.get("check") == "health":  # the last of a round
+                return
+        await asyncio.sleep(0.05)
 
 
 async def sample_harness_cpu(run: Run) -> None:
@@ -326,8 +340,9 @@ async def execute(run: Run, out_dir: Path, progress: Progress, phases: dict[str,
             run.history.record("step", name="heal", detail=list(run.active))
             for name in list(run.active):
                 await heal(run, name, progress)
-            run.history.record("step", name="steady_after", detail=scenario.steady_state)
+            healed_at = run.history.record("step", name="steady_after", detail=scenario.steady_state)["t"]
             await asyncio.sleep(scenario.steady_state)
+            await wait_for_probe(run, healed_at)
             await browser.screenshots(run.cohorts.values(), "after")
             phases["method_s"] = time.monotonic() - mark
         if run.load is not None:
