@@ -3,7 +3,7 @@ named), then its first failure's minimal.yaml re-run N times; prints the README'
 time to the first failure, schedules tried, faults before and after shrinking, shrink time, re-runs failed).
 
 Usage: .venv/bin/python scripts/explore_mutants.py [--budget 10m] [--seed 1] [--reruns 5] [MUTANT ...]
-(default: every mutant in tests/mutants). Writes runs/explore-mutants-<time>/ and table.md there.
+(default: every mutant in tests/mutants). Writes runs/explore-mutants-<time>/ and mutants-table.markdown there.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def main() -> int:
         failed = reruns(summary, first, args.reruns, args.seed) if first else None
         lines.append(row(mutant, summary, failed, args.reruns))
         print(lines[-1], flush=True)
-        (folder / "table.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        (folder / "mutants-table.markdown").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
     return 0
 
