@@ -41,13 +41,9 @@ def test_calibrate_finds_the_slow_targets_limit_and_a_share_of_it_is_fed(tmp_pat
     stored = json.loads((out / "capacity.json").read_text())["targets"]
     [(key, capacity)] = stored.items()
     assert key.startswith("slow_broadcaster@") and capacity["clients"] == 4 and capacity["p99_ms"] == 250.0
-    # Never above the target's hard limit; below it by how busy the machine was (the tests run side by
-    # side on shared machines, so the lower bound is loose; benchmarks measure, tests check behaviour).
-    assert 0.35 * LIMIT <= capacity["rate"] <= 1.15 * LIMIT, done.stdout
+    assert 0.7 * LIMIT <= capacity["rate"] <= 1.15 * LIMIT, done.stdout
     assert capacity["failed_rate"] is not None and capacity["cpu_count"] >= 1 and capacity["date"]
-    assert capacity["failed_rate"] > capacity["rate"]
-    held = [s["held"] for s in capacity["steps"]]
-    assert held[0] and not all(held) and capacity["steps"][0]["rate"] == 100  # 100 held; a higher rate did not
+    assert [s["held"] for s in capacity["steps"]][:3] == [True, True, False]  # 100, 200 held; 400 did not
     assert f"capacity of slow_broadcaster: {capacity['rate']:g} events/s held for 4 clients" in done.stdout
 
     scenario = tmp_path / "half.yaml"
