@@ -15,26 +15,16 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.mutants.matrix import CAUGHT_BY, mutant_target  # noqa: E402
+from tests.mutants.matrix import CAUGHT_BY, mutant_target_file  # noqa: E402
 
 WSCHAOS = [sys.executable, "-m", "wschaos"]
 
 
-def target_file(mutant: str, folder: Path) -> Path:
-    raw = yaml.safe_load((ROOT / "harness" / "targets" / "monitor.yaml").read_text(encoding="utf-8"))
-    raw["name"], raw["command"] = f"monitor-{mutant}", mutant_target(mutant).command
-    path = folder / f"monitor-{mutant}.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
-    return path
-
-
 def explore(mutant: str, folder: Path, budget: str, seed: int) -> dict:
-    target = target_file(mutant, folder)
+    target = mutant_target_file(mutant, folder)
     out = folder / mutant
     command = [*WSCHAOS, "explore", "--target", str(target), "--budget", budget, "--seed", str(seed), "--out", str(out)]
     with (folder / f"{mutant}.log").open("w", encoding="utf-8") as log:

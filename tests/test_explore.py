@@ -27,8 +27,7 @@ from harness.faults import FAULTS
 from harness.optiontypes import type_problem
 from harness.runner import ScenarioResult
 from harness.scenario import parse
-from harness.targetspec import TARGETS_DIR
-from tests.mutants.matrix import mutant_target
+from tests.mutants.matrix import mutant_target_file
 
 ROOT = Path(__file__).resolve().parent.parent
 MONITOR_PARAMS = frozenset({"heartbeat", "send_timeout", "queue_size"})
@@ -318,18 +317,10 @@ def test_bad_options_are_one_line_errors(tmp_path, args, message):
 MUTANT = "error_log_on_disconnect"  # caught by no_error_logs as soon as a client goes away
 
 
-def mutant_target_file(folder: Path) -> Path:
-    raw = yaml.safe_load((TARGETS_DIR / "monitor.yaml").read_text(encoding="utf-8"))
-    raw["name"], raw["command"] = f"monitor-{MUTANT}", mutant_target(MUTANT).command
-    path = folder / f"monitor-{MUTANT}.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
-    return path
-
-
 @pytest.mark.integration
 @pytest.mark.slow
 def test_explore_finds_and_shrinks_a_mutant_and_the_minimal_schedule_fails_on_its_own(tmp_path):
-    target = mutant_target_file(tmp_path)
+    target = mutant_target_file(MUTANT, tmp_path)
     out = tmp_path / "runs"
     done = wschaos("explore", "--target", str(target), "--budget", "45s", "--seed", "3", "--faults", "mass_drop",
                    "--repeats", "2", "--out", str(out), timeout=120)  # fmt: skip

@@ -7,18 +7,30 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.targetspec import TargetSpec
+import yaml
+
+from harness.targetspec import TARGETS_DIR, TargetSpec
 from tests.mutants.catalogue import CAUGHT_BY, catalogue
 from wschaos import mutants
 from wschaos.mutants import Catalogue, Cell
 
-__all__ = ["CATALOGUE", "CAUGHT_BY", "Cell", "mutant_target", "run_matrix"]
+__all__ = ["CATALOGUE", "CAUGHT_BY", "Cell", "mutant_target", "mutant_target_file", "run_matrix"]
 
 CATALOGUE = Catalogue.from_json(catalogue(), "tests.mutants.catalogue")
 
 
 def mutant_target(name: str) -> TargetSpec:
     return mutants.mutant_target(CATALOGUE, name)
+
+
+def mutant_target_file(name: str, folder: Path) -> Path:
+    """A target file for the mutant (the monitor's, started through the launcher), for commands that
+    take ``--target FILE``."""
+    raw = yaml.safe_load((TARGETS_DIR / "monitor.yaml").read_text(encoding="utf-8"))
+    raw["name"], raw["command"] = f"monitor-{name}", mutant_target(name).command
+    path = folder / f"monitor-{name}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path
 
 
 async def run_matrix(
