@@ -415,8 +415,8 @@ async def run_scenario(
         error = exc.message + (f" ({exc.hint})" if exc.hint else "")
     finally:
         history.close()
-        compress_workdir(out_dir)
     status = scenario_status(verdicts, error)
+    compress_workdir(out_dir, held=status == "pass")
     result = ScenarioResult(scenario.name, status, verdicts, time.monotonic() - started, out_dir, seed, error, phases)
     (out_dir / "result.json").write_text(json.dumps(result.to_json(), indent=2))
     return result

@@ -21,10 +21,13 @@ FAULT_COLOUR = "#f97316"
 DOWN_COLOUR = "#64748b"
 INK = "#1f2937"
 GRID = "#e5e7eb"
+GEOMETRY = re.compile(r'(\s(?:d|x|y|x1|x2|y1|y2|width|height|transform)=")([^"]*)"')
+DECIMALS = re.compile(r"(\d\.\d)\d+")
 STYLE = {
     "svg.fonttype": "none",  # text stays text: small files, the page's font
     "svg.hashsalt": "wschaos",  # stable ids: the same run renders the same file
-    "font.family": ["DejaVu Sans", "sans-serif"],
+    "font.family": "sans-serif",
+    "font.sans-serif": ["DejaVu Sans"],  # one name, not matplotlib's list of fifteen in every <text>
     "font.size": 9,
     "axes.edgecolor": "#9ca3af",
     "axes.labelcolor": INK,
@@ -140,8 +143,11 @@ def _fault_labels(faults: list[Span], width: float) -> list[tuple[float, str]]:
 
 
 def _inline(svg: str) -> str:
-    """The SVG as an element for an HTML page: no XML prolog nor metadata, sized by the page's CSS."""
+    """The SVG as an element for an HTML page: no XML prolog nor metadata nor indentation, coordinates to
+    a tenth of a point (a report holds dozens of plots), sized by the page's CSS."""
     svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg[svg.index("<svg") :], flags=re.S)
+    svg = re.sub(r"\n[ \t]+", "\n", svg)
+    svg = GEOMETRY.sub(lambda m: m[1] + DECIMALS.sub(r"\1", m[2]) + '"', svg)
     head, rest = svg.split(">", 1)
     head = re.sub(r'\s(width|height)="[^"]*"', "", head)
     return f'{head} role="img" preserveAspectRatio="xMinYMin meet">{rest}'

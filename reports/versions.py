@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import platform
 import subprocess
@@ -47,12 +48,14 @@ def _version_in(value: Any) -> str | None:
 def toxiproxy_version(run_dir: Path) -> str | None:
     """From the first line of the run's toxiproxy.log (the server logs its version on start), else from
     ``toxiproxy-server -version``; None when neither says."""
-    return _version_from_log(run_dir / "toxiproxy.log") or _version_from_binary()
+    log = run_dir / "toxiproxy.log"
+    return _version_from_log(log) or _version_from_log(log.with_name(log.name + ".gz")) or _version_from_binary()
 
 
 def _version_from_log(path: Path) -> str | None:
+    opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with path.open(encoding="utf-8", errors="replace") as fh:
+        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
             first = fh.readline().strip()
     except OSError:
         return None

@@ -25,6 +25,7 @@ from harness.runner import ScenarioResult, run_scenario
 from harness.scenario import SCENARIO_DIR, Scenario, ScenarioError, check_target_params, discover, load
 from harness.targetspec import TargetSpec, bundled_monitor, load_target
 from harness.toxiproxy import running_toxiproxy
+from harness.workdir import compress_file
 from wschaos import mutants as matrix
 from wschaos.analyze_cmd import analyze_command
 from wschaos.explore_cmd import explore
@@ -102,6 +103,7 @@ async def run_suite(
 
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(one(scenario, k)) for scenario, k in runs]
+    compress_file(run_dir / "toxiproxy.log")
     return [task.result() for task in tasks]
 
 
