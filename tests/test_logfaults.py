@@ -16,7 +16,7 @@ from harness.checkers.crash_persistence import check_crash_persistence
 from harness.errors import HarnessError
 from harness.external import external_skip_reason
 from harness.faultbase import FaultContext, FaultSpec
-from harness.faultfamilies.logfaults import CrashLoop, LogRotation, feed_files, rotate
+from harness.faultfamilies.logfaults import CrashLoop, LogRotation, ServerDown, feed_files, rotate
 from harness.feed import Feed, FeedError
 from harness.history import History
 from harness.scenario import ScenarioError, parse
@@ -149,3 +149,31 @@ def test_crash_persistence_judges_each_crash() -> None:
     assert verdict.summary.startswith("1 of 3 crashes lost or doubled ids; first: crash 2: 7 of 200 ids")
     nothing = check_crash_persistence(CheckContext(history=History()), {})
     assert nothing.status == "unknown" and nothing.unknown_reason == NOT_APPLICABLE
+
+
+async def test_a_rotation_waits_for_the_line_the_feed_is_writing_in_two_pieces(tmp_path: Path) -> None:
+    spec = TargetSpec(name="t", command=["true"], feed=FILES)
+    feed = Feed(spec, tmp_path, History(), rate=0, rng=random.Random(5), split_lines=True)
+    feed.sink.prepare()  # type: ignore[union-attr]
+    target = Target(spec, tmp_path, History())
+    ctx = FaultContext(None, {}, {}, target, History(), random.Random(1), None, None)  # type: ignore[arg-type]
+    sending = asyncio.create_task(feed.emit(6))
+    await asyncio.sleep(0)  # each file now ends in half a line
+    assert not (tmp_path / "n1.log").read_text().endswith("\n")
+    await LogRotation(FaultSpec("rot", "log_rotation", None, {"mode": "rename"})).apply(ctx)
+    await sending
+    for node in ("n1", "n2"):  # the line was finished in the file it was begun in, then the file moved
+        moved = (tmp_path / f"{node}.log.1").read_text()
+        assert moved.endswith("\n") and all(parse_line(line) for line in moved.splitlines())
+        assert (tmp_path / f"{node}.log").read_text() == ""
+
+
+async def test_a_backlog_in_bytes_does_not_apply_to_a_target_fed_over_http(tmp_path: Path) -> None:
+    spec = TargetSpec(name="web", command=["true"], feed=FeedSpec("http", path="/in"))
+    ctx = FaultContext(None, {}, {}, Target(spec, tmp_path, History()), History(), random.Random(1), None, None)  # type: ignore[arg-type]
+    fault = ServerDown(FaultSpec("down", "server_down", None, {"backlog_kib": 96, "kill": True}))
+    assert fault.backlog_files(ctx) == {}  # the fault is down for down_s only
+    files_spec = TargetSpec(name="t", command=["true"], feed=FILES)
+    files_ctx = FaultContext(None, {}, {}, Target(files_spec, tmp_path, History()), History(), random.Random(1),
+                             None, None)  # type: ignore[arg-type]  # fmt: skip
+    assert set(fault.backlog_files(files_ctx)) == {"n1", "n2"}

@@ -7,8 +7,9 @@ seeded random moments. Each acts on the target's files or process, so each needs
 harness runs: an external target gets the scenario skipped, and a target whose feed writes no files
 a one-line error naming the fault.
 
-A rotation runs in the event loop without awaiting, as the feed's writes do: no line is written
-between the copy and the truncation, so whatever the target loses is its own doing.
+A rotation runs in the event loop without awaiting, as the feed's writes do, and only when no line is
+half-written (a feed that writes lines in pieces waits between them): no line is written between the
+copy and the truncation nor split across two files, so whatever the target loses is its own doing.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any, ClassVar
 
 from harness.errors import HarnessError
 from harness.faultbase import Fault, FaultContext, FaultSpec
+from harness.feeds.base import whole_lines
 from harness.targetspec import TargetError
 
 log = logging.getLogger(__name__)
@@ -120,6 +122,7 @@ class LogRotation(TargetFault):
                 await asyncio.sleep(self.params["interval"])
             if self.params["down"]:
                 await ctx.target.stop()
+            await whole_lines(list(files.values()))
             before = sizes(files)
             moved = {node: str(rotate(path, self.params["mode"])) for node, path in files.items()}
             ctx.history.record("log_rotation", fault=self.spec.name, mode=self.params["mode"], sizes=before,
@@ -142,7 +145,7 @@ class ServerDown(TargetFault):
     defaults: ClassVar[dict[str, Any]] = {"down_s": 1.0, "backlog_kib": 0, "kill": False, "ceiling": 10.0}
 
     async def apply(self, ctx: FaultContext) -> None:
-        files = feed_files(ctx, self.spec.name) if self.params["backlog_kib"] else {}
+        files = self.backlog_files(ctx)
         if self.params["kill"]:
             await ctx.target.kill9()
         else:
@@ -152,6 +155,19 @@ class ServerDown(TargetFault):
         after = await wait_grown(files, goal, self.params["down_s"], self.params["ceiling"])
         ctx.history.record("backlog", fault=self.spec.name, bytes={n: after[n] - before[n] for n in files})
         await ctx.target.start()
+
+    def backlog_files(self, ctx: FaultContext) -> dict[str, Path]:
+        """The log files whose growth is waited for; none (only ``down_s``, and a log line) when the
+        target's feed writes no files: a backlog in bytes means nothing to a server fed over HTTP."""
+        if not self.params["backlog_kib"]:
+            return {}
+        feed = ctx.target.spec.feed
+        if feed is None or feed.kind not in ("storagenode_log", "line"):
+            kind = feed.kind if feed is not None else "none"
+            log.info("%s: backlog_kib does not apply to a %s feed; down for %g s", self.spec.name, kind,
+                     self.params["down_s"])  # fmt: skip
+            return {}
+        return feed_files(ctx, self.spec.name)
 
 
 class CrashLoop(TargetFault):

@@ -20,6 +20,8 @@ from typing import Any
 from harness.errors import HarnessError
 
 _PLACEHOLDER_RE = re.compile(r"\{(id|n|t|node)\}")
+WHOLE_LINES_POLL = 0.005
+HALF_WRITTEN: dict[Path, int] = {}  # files in which a split send has written a line's first piece only
 
 
 class FeedError(HarnessError):
@@ -114,10 +116,15 @@ class FileSink(Sink):
         cut = rng.randrange(last_line + 1, len(text) - 1) if len(text) - last_line > 2 else len(text)
         path = self.path_of(node)
         self.append_text(path, text[:cut], node)
+        key = path.absolute()
+        HALF_WRITTEN[key] = HALF_WRITTEN.get(key, 0) + 1
         try:
             await asyncio.sleep(pause)
         finally:  # also when the feed stops meanwhile: no line is left unfinished
             self.append_text(path, text[cut:], node)
+            HALF_WRITTEN[key] -= 1
+            if not HALF_WRITTEN[key]:
+                del HALF_WRITTEN[key]
 
     def append(self, path: Path, lines: list[str], node: str) -> None:
         self.append_text(path, "".join(line + "\n" for line in lines), node)
@@ -130,3 +137,14 @@ class FileSink(Sink):
                 fh.write(text)
         except OSError as exc:
             raise FeedError(f"feed: cannot append to {path} (node {node}): {exc.strerror or exc}") from exc
+
+
+async def whole_lines(paths: list[Path], ceiling: float = 2.0) -> None:
+    """Returns once none of ``paths`` ends in a line the feed has half-written (at most ``ceiling`` s).
+    A rotation waits for this: a logger writes through its open file, so the second piece of a line
+    never lands in another file than the first; a feed that reopens by path would put it there."""
+    keys = [path.absolute() for path in paths]
+    for _ in range(int(ceiling / WHOLE_LINES_POLL)):
+        if not any(key in HALF_WRITTEN for key in keys):
+            return
+        await asyncio.sleep(WHOLE_LINES_POLL)
