@@ -43,7 +43,7 @@ def ids_restart_after_truncate() -> None:
     _Tailer._truncated = truncated  # type: ignore[method-assign]
 
 
-@mutant("log_rotation_down", "persistence")
+@mutant("log_rotation", "persistence")
 def head_ignored() -> None:
     """The tailer ignores the file's head and judges it by its size alone (the monitor before heads
     were kept): a file truncated while the monitor was down and grown past the old offset is read on
@@ -51,7 +51,7 @@ def head_ignored() -> None:
     ingest._starts_with = lambda f, head: True  # type: ignore[attr-defined]
 
 
-@mutant("partial_lines", "persistence")
+@mutant("log_rotation", "persistence")
 def parse_partial_line() -> None:
     """A line read in two pieces is parsed as two lines: whatever is buffered at the end of the file
     is taken as a finished line, so a line still being written becomes two broken ones."""
@@ -64,7 +64,7 @@ def parse_partial_line() -> None:
     _Tailer._read_available = read_available  # type: ignore[method-assign]
 
 
-@mutant("restart_backlog", "persistence")
+@mutant("server_restart", "persistence")
 def backlog_one_chunk() -> None:
     """After a restart only one read chunk of the backlog is ingested: the tailer then jumps to the
     end of the file, so what was written while the monitor was down beyond 64 KiB is lost."""
