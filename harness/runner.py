@@ -92,6 +92,7 @@ class Run:
     active: list[str] = field(default_factory=list)
     faulted: set[str] = field(default_factory=set)
     load: LocustRun | None = None
+    probe_now: asyncio.Event = field(default_factory=asyncio.Event)  # the next liveness round, without waiting
 
     def rng(self, label: str) -> random.Random:
         """One generator per consumer, so timing in one part never shifts another's random choices."""
@@ -134,7 +135,10 @@ async def probe_liveness(run: Run, proxy: Proxy) -> None:
     dialect = run.target.spec.make_dialect()
     url = dialect.connect_url(proxy.url(run.target.spec.ws_path), None)
     while True:
-        await asyncio.sleep(PROBE_INTERVAL)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PROBE_INTERVAL):
+                await run.probe_now.wait()
+        run.probe_now.clear()
         started = time.monotonic()
         try:
             async with asyncio.timeout(PROBE_TIMEOUT), run.session.ws_connect(url, autoping=True) as ws:
@@ -147,8 +151,9 @@ async def probe_liveness(run: Run, proxy: Proxy) -> None:
 
 
 async def wait_for_probe(run: Run, since: float) -> None:
-    """Liveness is judged on a probe after the last heal; a steady phase of about one probe interval
-    can end before its probe has answered, so wait for that probe (bounded by the probe's own timeout)."""
+    """Liveness is judged on a probe after the last heal: the run asks for a round at the heal, and
+    waits here until it has answered (bounded by the probe's own timeout) if the steady phase after the
+    heal ended first."""
     deadline = time.monotonic() + PROBE_INTERVAL + PROBE_TIMEOUT + 0.5
     while time.monotonic() < deadline:
         for record in reversed(run.history.records):
@@ -341,6 +346,7 @@ async def execute(run: Run, out_dir: Path, progress: Progress, phases: dict[str,
             for name in list(run.active):
                 await heal(run, name, progress)
             healed_at = run.history.record("step", name="steady_after", detail=scenario.steady_state)["t"]
+            run.probe_now.set()
             await asyncio.sleep(scenario.steady_state)
             await wait_for_probe(run, healed_at)
             await browser.screenshots(run.cohorts.values(), "after")

@@ -17,6 +17,7 @@ from harness.loadspec import DEFAULT_MIX, MAX_SPAWN_RATE, LoadError, LoadSpec
 from harness.targetspec import HARNESS_PARAMS, TargetSpec
 
 SCHEMA = json.loads((Path(__file__).parent / "scenario.schema.json").read_text())
+DEFAULT_STEADY_S = 0.5  # fault-free seconds before and after the method (the run probes liveness at the heal)
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 
 
@@ -52,7 +53,7 @@ class Scenario:
     target_params: dict[str, Any] = field(default_factory=dict)
     feed_rate: float | str = 200.0  # events a second, or "50%": a share of the target's capacity
     feed_split_lines: bool = False  # write each batch's last line in two pieces, with a pause
-    steady_state: float = 1.0
+    steady_state: float = DEFAULT_STEADY_S
     timeout: float = 120.0
     core: bool = True
     load: LoadSpec | None = None  # Locust users for the whole method
@@ -88,7 +89,7 @@ def parse(raw: Any, source: str, path: Path | None = None) -> Scenario:
         target_params=raw.get("target", {}),
         feed_rate=raw.get("feed", {}).get("rate", 200.0),
         feed_split_lines=raw.get("feed", {}).get("split_lines", False),
-        steady_state=raw.get("steady_state", 1.0),
+        steady_state=raw.get("steady_state", DEFAULT_STEADY_S),
         timeout=raw.get("timeout", 120.0),
         core=raw.get("core", True),
         load=_load(raw.get("load"), raw.get("timeout", 120.0), source),

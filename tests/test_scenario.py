@@ -45,7 +45,7 @@ def test_a_document_becomes_cohorts_steps_and_checks_with_defaults() -> None:
     ]
     assert scenario.faults() == [scenario.steps[1].value]
     assert scenario.checks == {"delivery": {"cohorts": ["a"]}, "liveness": {}}
-    assert (scenario.feed_rate, scenario.steady_state, scenario.timeout, scenario.core) == (200.0, 1.0, 120.0, True)
+    assert (scenario.feed_rate, scenario.steady_state, scenario.timeout, scenario.core) == (200.0, 0.5, 120.0, True)
     assert scenario.load is None and scenario.target_params == {}
 
 

@@ -29,6 +29,7 @@ from harness.explore.ranges import (
     fault_range,
 )
 from harness.faults import FAULTS
+from harness.scenario import DEFAULT_STEADY_S
 
 MAX_SECONDS = 14.0  # a generated scenario's planned method and steady states, without start-up
 TRIES = 40
@@ -230,7 +231,7 @@ def fill_cohort(value: Any, cohort: str | None) -> Any:
 
 def planned_seconds(schedule: dict[str, Any]) -> float:
     """An estimate of the method and steady states, in seconds: its waits, plus what its faults add."""
-    total = 2 * float(schedule.get("steady_state", 1.0))
+    total = 2 * float(schedule.get("steady_state", DEFAULT_STEADY_S))
     for step in schedule["method"]:
         if "wait" in step:
             total += float(step["wait"])

@@ -12,6 +12,7 @@ from typing import Any
 
 from harness.checkers import checker_name
 from harness.explore.ranges import fault_range
+from harness.scenario import DEFAULT_STEADY_S
 
 Schedule = dict[str, Any]
 Candidate = tuple[str, Schedule]  # what changed, and the schedule with the change
@@ -186,7 +187,7 @@ def default_target(s: Schedule, checker: str | None) -> list[Candidate]:
 
 def shorten_steady(s: Schedule, checker: str | None) -> list[Candidate]:
     out = []
-    steady = float(s.get("steady_state", 1.0))
+    steady = float(s.get("steady_state", DEFAULT_STEADY_S))
     for value in lower(steady, MIN_STEADY, integer=False):
         new = copy.deepcopy(s)
         new["steady_state"] = value
