@@ -25,6 +25,7 @@ SAMPLE_S = 0.2
 PLATEAU_S = 0.6  # a send queue that has not grown for this long is full
 RECENT_S = 1.0  # a client that got a batch this recently was receiving
 SLOW_BYTES = 16 * 1024  # a send queue this deep toward one link is a backlog
+DEEP_FOR_S = 1.0  # ... when it stays that deep this long (a healthy one drains within it, even on a busy machine)
 SLOW_LAG_S = 1.0  # a delivery lag that grew this much is a backlog
 # A send queue this deep is data held back, not a FIN or a close frame still unacknowledged.
 HELD_BYTES = 1024
@@ -190,7 +191,7 @@ class SendPathWatch:
                                                 full_after_s=round(max(full) - self.started, 3), **figures)  # fmt: skip
         elif bitten:
             how = f"{len(bitten)} of {len(self.links)} send path(s) backed up, not all full before the {ended}"
-            self.recorded = self.subject.record(self.history, True, how, **figures)
+            self.recorded = self.subject.record(self.history, True, how, filled=False, **figures)
         else:
             self.recorded = self.subject.record(self.history, False, self.why_not(ended), **figures)
 
@@ -228,8 +229,9 @@ class StuckWatch(SendPathWatch):
 
 class SlowWatch(SendPathWatch):
     """The connection of a slow link behind a proxy. The proxy's upstream port is not known, so the
-    link is the target's connection (among those open when the fault started) whose send queue first
-    passes ``SLOW_BYTES``: on loopback a link's queue grows only when something throttles it. The
+    link is the target's connection (among those open when the fault started) whose send queue stays
+    at ``SLOW_BYTES`` or more for ``DEEP_FOR_S``: on loopback only a throttled link's queue stays deep;
+    a healthy client's queue on a saturated machine passes the mark for a moment and drains. The
     victim's own delivery lag (its batches' receipt minus ``sent_at``) is the second witness."""
 
     def __init__(self, subject: Subject, history: History, clients: Iterable[Any], server_port: int,
@@ -238,6 +240,7 @@ class SlowWatch(SendPathWatch):
         self.server_port = server_port
         table = read_sockets([server_port])
         self.candidates = {s.remote[1] for s in find(table or [], local_port=server_port) if s.established}
+        self.deep_since: dict[int, float] = {}  # candidate port -> since when its send queue stayed deep
         # One victim: the link is that client's, so the target closing it is that client's eviction.
         name = self.victims[0].name if len(self.victims) == 1 else "slow"
         super().__init__(subject, history, [Link(name, server_port, None)], ceiling, hold)
@@ -249,11 +252,17 @@ class SlowWatch(SendPathWatch):
     def sample(self, table: list[TcpSocket] | None) -> None:
         link = self.links[0]
         if link.client_port is None and table is not None:
-            deep = [s for s in find(table, local_port=self.server_port) if s.remote[1] in self.candidates]
-            top = max(deep, key=lambda s: s.tx_queue, default=None)
-            if top is not None and top.tx_queue >= SLOW_BYTES:
-                link.client_port = top.remote[1]
+            link.client_port = self.stayed_deep(table, self.history.now())
         super().sample(table)
+
+    def stayed_deep(self, table: list[TcpSocket], now: float) -> int | None:
+        """The candidate whose send queue has stayed at ``SLOW_BYTES`` or more the longest, once that is
+        ``DEEP_FOR_S``; None before."""
+        deep = {s.remote[1]: s.tx_queue for s in find(table, local_port=self.server_port)
+                if s.remote[1] in self.candidates and s.tx_queue >= SLOW_BYTES}  # fmt: skip
+        self.deep_since = {port: self.deep_since.get(port, now) for port in deep}
+        settled = [port for port, since in self.deep_since.items() if now - since >= DEEP_FOR_S]
+        return min(settled, key=lambda port: (self.deep_since[port], -deep[port]), default=None)
 
     def ports(self) -> set[int]:
         return {self.server_port}

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.bite import Subject, record_cut
+from harness.bite import SlowWatch, Subject, record_cut
 from harness.checkers import DID_NOT_BITE, PASS, UNKNOWN, CheckContext, CohortInfo, run_checks
 from harness.history import History
 from harness.runner import run_scenario
 from harness.scenario import parse
 from harness.targetspec import bundled_monitor
-from harness.tcpqueues import find, parse_address, parse_table, read_sockets, receive_queue
+from harness.tcpqueues import ESTABLISHED, TcpSocket, find, parse_address, parse_table, read_sockets, receive_queue
 from harness.toxiproxy import Toxiproxy
 
 # In the kernel's format: a listener on 8080, a connection 127.0.0.1:8080 <-> :51298 whose server side
@@ -218,3 +218,33 @@ def test_a_cut_of_dashboard_pages_bites_when_their_last_seq_grew_before_it() -> 
     record_cut(Subject("cut", "network_cut", "browser"), history, [(2.0, 3.0, ["page-0"])])
     (bite,) = history.of("fault_bite")
     assert bite["bit"] is True, bite["how"]
+
+
+class _Victim:
+    name = "slow-0"
+    connected = True
+
+
+def _table(server_port: int, queues: dict[int, int]) -> list[TcpSocket]:
+    local = ("127.0.0.1", server_port)
+    return [TcpSocket(local, ("127.0.0.1", port), ESTABLISHED, tx, 0) for port, tx in queues.items()]
+
+
+def test_the_slow_link_is_the_queue_that_stays_deep_not_one_that_passes_the_mark_for_a_moment() -> None:
+    # A saturated machine: a healthy client's queue (port 40001) jumps past 16 KiB for one sample and
+    # drains; the throttled link's (40002) stays deep. The first-to-pass rule picked the healthy one.
+    watch = SlowWatch(Subject("slow", "slow_consumer", "slow"), History(), [_Victim()], 1, ceiling=30, hold=1)
+    watch.candidates = {40001, 40002, 40003}
+    timeline = [(0.0, {40001: 20_347, 40002: 2_000, 40003: 0}), (0.2, {40001: 0, 40002: 18_000, 40003: 0})]
+    timeline += [(0.4 + 0.2 * i, {40001: 900 * (i % 2) * 30, 40002: 20_000 + 40_000 * i, 40003: 0}) for i in range(6)]
+    chosen = [watch.stayed_deep(_table(1, queues), t) for t, queues in timeline]
+    assert chosen[:6] == [None] * 6  # nothing has stayed deep for a second yet (40002 since t=0.2)
+    assert set(chosen[6:]) == {40002}
+
+
+def test_no_link_is_chosen_when_every_queue_drains() -> None:
+    watch = SlowWatch(Subject("slow", "slow_consumer", "slow"), History(), [_Victim()], 1, ceiling=30, hold=1)
+    watch.candidates = {40001, 40002}
+    for i in range(20):  # each deep for one sample in three
+        queues = {40001: 30_000 if i % 3 == 0 else 0, 40002: 30_000 if i % 3 == 1 else 100}
+        assert watch.stayed_deep(_table(1, queues), 0.2 * i) is None

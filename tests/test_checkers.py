@@ -420,6 +420,35 @@ def test_eviction_of_a_slow_link_the_target_closed_before_the_heal_passes() -> N
     assert verdict.status == "fail" and "never evicted" in verdict.summary, verdict.summary
 
 
+def test_eviction_of_a_slow_link_whose_send_path_never_filled_is_unknown_not_a_failure() -> None:
+    """Something between the target and the slow client (a proxy's buffers) kept taking the data: the
+    target's sends never blocked, so it had no reason to evict. Once the path filled, the same record
+    with ``full_t`` makes the missing eviction a failure again."""
+    h = History()
+    for client, cohort in (("g-0", "good"), ("slow-0", "slow")):
+        connect(h, 0.0, client, cohort)
+    rec(h, 0.5, "metrics", clients=2, values={})
+    rec(h, 3.6, "fault_start", fault="slow", type="slow_consumer", cohort="slow", params={})
+    rec(h, 20.0, "metrics", clients=2, values={})
+    rec(h, 33.7, "fault_bite", fault="slow", type="slow_consumer", cohort="slow", bit=True,
+        how="1 of 1 send path(s) backed up, not all full before the ceiling",
+        figures={"filled": False, "links": 1, "tx_max[slow-0]": 20_347})  # fmt: skip
+    rec(h, 38.9, "fault_heal", fault="slow", type="slow_consumer", cohort="slow")
+    close(h, 38.9, "slow-0", "slow", None, "error")
+    rec(h, 39.0, "metrics", clients=1, values={})
+    verdict = CHECKERS["eviction"](ctx_for(h), {"cohort": "slow", "within": 8.0})
+    assert (verdict.status, verdict.unknown_reason) == ("unknown", "did_not_bite"), verdict.summary
+    assert "never blocked" in verdict.summary
+
+    filled = History()
+    for record in h.records:
+        if record["kind"] == "fault_bite":
+            record = {**record, "full_t": 5.4, "figures": {"links": 1, "tx_max[slow-0]": 312_320}}
+        filled.records.append(record)
+    verdict = CHECKERS["eviction"](ctx_for(filled), {"cohort": "slow", "within": 8.0})
+    assert verdict.status == "fail", verdict.summary
+
+
 def test_eviction_late_is_a_failure_with_the_time() -> None:
     h = eviction_history([(1.5, 4), (9.0, 2)])
     verdict = CHECKERS["eviction"](ctx_for(h), {"cohort": "victims", "within": 5.0})

@@ -152,8 +152,11 @@ def test_timeline_follows_the_history(passing_run: Path) -> None:
     batches = sum(1 for _ in history.of("batch"))
     assert batches > 0 and set(timeline.delivered) == {"crowd", "steady"}
     assert all(lo <= hi for lo, hi in zip(timeline.latency_p50_ms, timeline.latency_p99_ms, strict=True) if lo)
-    server = [c for c in timeline.clients_server if c is not None]
-    assert max(server) == max(r["clients"] for r in history.of("metrics") if r.get("clients") is not None)
+    samples = [(r["t"], r["clients"]) for r in history.of("metrics") if r.get("clients") is not None]
+    for i, value in enumerate(timeline.clients_server):  # the last sample in each bin that has one
+        in_bin = [clients for t, clients in samples if i <= t < i + 1]
+        if in_bin:
+            assert value == in_bin[-1], (i, value, in_bin)
     assert max(timeline.clients_client) > min(timeline.clients_client[:-1])  # the mass drop shows
     assert timeline.locust_users is None
 

@@ -73,15 +73,18 @@ def check_eviction(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
     ends = {**_seen_ended(ctx, case, watched), **_server_ends(ctx, victims)}
     if len(ends) == len(victims):  # each victim's own socket says it: no registry count needed
         return _ended_by_server(case, ends)
+    unfilled = _unfilled(ctx, cohort)
     held = watched - set(ends)
     if held and case.heal_t is not None:
-        return _held_until_heal(case, sorted(held))
+        return _held_until_heal(case, sorted(held)) if unfilled is None else _not_due(unfilled)
     kept = _kept_connections(ctx, case, samples)
     timeline = [_registry_point(ctx, case, s, opts["expected"], kept) for s in samples if s["t"] >= t0]
     figures: Figures = {"t0": rounded(t0), "within_s": within, "samples": len(timeline), "victims": len(case.victims)}
     done = next((p for p in timeline if _evicted(p)), None)
     if done is not None:
         return _eviction_done(ctx, case, done, timeline, figures)
+    if unfilled is not None:
+        return _not_due(unfilled)
     dropped = next((p for p in timeline if p["registry"] <= p["expected_at_most"]), None)
     if dropped is not None and dropped["t"] <= t0 + within:
         return _sockets_kept(case, dropped, timeline, figures)
@@ -118,6 +121,22 @@ def _filled(ctx: CheckContext, cohort: str) -> float:
     faults = {r.get("fault") for r in ctx.history.of("fault_start") if hits(r, cohort)}
     return max((r["full_t"] for r in ctx.history.of("fault_bite")
                 if r.get("fault") in faults and r.get("bit") and r.get("full_t") is not None), default=0.0)  # fmt: skip
+
+
+def _unfilled(ctx: CheckContext, cohort: str) -> Record | None:
+    """The bite record of a fault on ``cohort`` whose send paths backed up but never filled: something
+    between (a proxy's buffers) kept taking the data, so the target's sends never blocked."""
+    faults = {r.get("fault") for r in ctx.history.of("fault_start") if hits(r, cohort)}
+    return next((r for r in ctx.history.of("fault_bite")
+                 if r.get("fault") in faults and (r.get("figures") or {}).get("filled") is False), None)  # fmt: skip
+
+
+def _not_due(bite: Record) -> Verdict:
+    why = (f"the fault did not take effect: {bite.get('how')}: the target's sends to the victims never "
+           "blocked, so it had no reason yet to evict them")  # fmt: skip
+    evidence = {"fault": bite.get("fault"), "cohort": bite.get("cohort"), "problem": "send path never full",
+                "t": bite["t"], **(bite.get("figures") or {})}  # fmt: skip
+    return Verdict.unknown("eviction", DID_NOT_BITE, why, [evidence])
 
 
 def _seen_ended(ctx: CheckContext, case: Eviction, watched: set[str]) -> dict[str, Record]:
