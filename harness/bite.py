@@ -143,6 +143,11 @@ class SendPathWatch:
     seconds passed), records the bite, then holds until every link closed or ``hold`` seconds after
     the last one filled."""
 
+    # Behind a proxy a path that backed up but never filled may be the proxy's buffers taking the data
+    # (the target's sends never blocked: eviction is not due); on a direct connection whose victim's
+    # receive queue is full, a send queue still growing is the target buffering without bound.
+    behind_proxy = False
+
     def __init__(self, subject: Subject, history: History, links: list[Link], ceiling: float, hold: float) -> None:
         self.subject = subject
         self.history = history
@@ -191,7 +196,8 @@ class SendPathWatch:
                                                 full_after_s=round(max(full) - self.started, 3), **figures)  # fmt: skip
         elif bitten:
             how = f"{len(bitten)} of {len(self.links)} send path(s) backed up, not all full before the {ended}"
-            self.recorded = self.subject.record(self.history, True, how, filled=False, **figures)
+            extra = {"filled": False} if self.behind_proxy else {}
+            self.recorded = self.subject.record(self.history, True, how, **extra, **figures)
         else:
             self.recorded = self.subject.record(self.history, False, self.why_not(ended), **figures)
 
@@ -233,6 +239,8 @@ class SlowWatch(SendPathWatch):
     at ``SLOW_BYTES`` or more for ``DEEP_FOR_S``: on loopback only a throttled link's queue stays deep;
     a healthy client's queue on a saturated machine passes the mark for a moment and drains. The
     victim's own delivery lag (its batches' receipt minus ``sent_at``) is the second witness."""
+
+    behind_proxy = True
 
     def __init__(self, subject: Subject, history: History, clients: Iterable[Any], server_port: int,
                  ceiling: float, hold: float) -> None:  # fmt: skip

@@ -157,8 +157,20 @@ def test_timeline_follows_the_history(passing_run: Path) -> None:
         in_bin = [clients for t, clients in samples if i <= t < i + 1]
         if in_bin:
             assert value == in_bin[-1], (i, value, in_bin)
-    assert max(timeline.clients_client) > min(timeline.clients_client[:-1])  # the mass drop shows
+    ends = [min((i + 1) * timeline.bin_s, duration) for i in range(len(timeline.t))]
+    assert timeline.clients_client == [_held_at(history, t) for t in ends]
+    drop = starts[0]["t"]
+    assert _held_at(history, drop - 0.01) > _held_at(history, duration - 0.1)  # the mass drop is in it
     assert timeline.locust_users is None
+
+
+def _held_at(history: History, t: float) -> int:
+    """Clients connected at ``t`` by their own connect and close records."""
+    state: dict[str, bool] = {}
+    for record in history.records:
+        if record["t"] <= t and record["kind"] in ("connect", "close"):
+            state[record["client"]] = record["kind"] == "connect"
+    return sum(state.values())
 
 
 # ---------------------------------------------------------------------------------------------
