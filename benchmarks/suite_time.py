@@ -31,6 +31,9 @@ def run_suite(out: Path, jobs: int, seed: int, core: bool) -> tuple[float, int, 
     summary = json.loads((out / "latest" / "summary.json").read_text(encoding="utf-8"))
     statuses = [s["status"] for s in summary["scenarios"]]
     broken = sum(s in ("fail", "error") for s in statuses)
+    for scenario in summary["scenarios"]:  # a benchmark's failure is worth a look: name it
+        if scenario["status"] not in ("pass", "skipped"):
+            print(f"  -j {jobs}: {scenario['name']} {scenario['status']}", file=sys.stderr)
     size = sum(p.stat().st_size for p in (out / "latest").resolve().rglob("*") if p.is_file() and not p.is_symlink())
     return wall, statuses.count("pass"), statuses.count("unknown"), broken, size / 1e6
 

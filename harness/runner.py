@@ -164,6 +164,24 @@ async def wait_for_probe(run: Run, since: float) -> None:
         await asyncio.sleep(0.05)
 
 
+async def wait_for_reconnects(run: Run, healed_at: float) -> None:
+    """A cohort judged by ``recovery`` gets up to its ``within`` after the heal for its clients to be
+    back: a client between two backoff attempts when the run ended would read as "did not reconnect"
+    although its time was not up."""
+    bounds: dict[str, float] = {}
+    for name, options in run.scenario.checks.items():
+        if checker_name(name) == "recovery" and isinstance(options, dict) and options.get("cohort") in run.cohorts:
+            bounds[options["cohort"]] = float(options.get("within", 5.0))
+    if not bounds:
+        return
+    clients = [c for cohort in bounds for c in run.cohorts[cohort].probes if c.reconnect]
+    deadline = time.monotonic() + max(bounds.values()) - (run.history.now() - healed_at)
+    while time.monotonic() < deadline:
+        if all(c.connected for c in clients):
+            return
+        await asyncio.sleep(0.05)
+
+
 async def sample_harness_cpu(run: Run) -> None:
     """The harness's own CPU and its clients' backlog: when they saturate, latency is not the server's."""
     me = psutil.Process()
@@ -349,6 +367,7 @@ async def execute(run: Run, out_dir: Path, progress: Progress, phases: dict[str,
             run.probe_now.set()
             await asyncio.sleep(scenario.steady_state)
             await wait_for_probe(run, healed_at)
+            await wait_for_reconnects(run, healed_at)
             await browser.screenshots(run.cohorts.values(), "after")
             phases["method_s"] = time.monotonic() - mark
         if run.load is not None:
