@@ -40,13 +40,16 @@ def timeline_svg(timeline: Timeline) -> str:
     with matplotlib.rc_context(STYLE):
         figure = _figure(timeline)
         buffer = io.StringIO()
-        figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+        figure.savefig(buffer, format="svg", metadata={"Date": None})  # fixed margins: one draw, not two
     return _inline(buffer.getvalue())
 
 
 def _figure(timeline: Timeline) -> Figure:
     panels = 4 if timeline.locust_users is not None else 3
-    figure = Figure(figsize=(11, 1.75 * panels + 0.4))
+    height = 1.75 * panels + 0.4
+    figure = Figure(figsize=(11, height))
+    # room for the fault labels above, the axis label below and the legends to the right
+    figure.subplots_adjust(left=0.07, right=0.82, top=1 - 0.3 / height, bottom=0.5 / height)
     axes = figure.subplots(panels, 1, sharex=True, gridspec_kw={"hspace": 0.12})
     x = [t + timeline.bin_s / 2 for t in timeline.t]
     _messages(axes[0], x, timeline)
