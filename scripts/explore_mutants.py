@@ -4,6 +4,10 @@ time to the first failure, schedules tried, faults before and after shrinking, s
 
 Usage: .venv/bin/python scripts/explore_mutants.py [--budget 10m] [--seed 1] [--reruns 5] [MUTANT ...]
 (default: every mutant in tests/mutants). Writes runs/explore-mutants-<time>/ and mutants-table.markdown there.
+``--from FOLDER`` builds the table from the explores already in FOLDER (no new explore).
+
+The row's failure is the first one that was shrunk; a flaky failure (not shrunk) counts as found, and
+the row says so when no other failure of that explore was shrunk.
 """
 
 from __future__ import annotations
@@ -29,7 +33,13 @@ def explore(mutant: str, folder: Path, budget: str, seed: int) -> dict:
     command = [*WSCHAOS, "explore", "--target", str(target), "--budget", budget, "--seed", str(seed), "--out", str(out)]
     with (folder / f"{mutant}.log").open("w", encoding="utf-8") as log:
         subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False)
-    (explore_dir,) = out.glob("*-explore")
+    return stored(mutant, folder)
+
+
+def stored(mutant: str, folder: Path) -> dict:
+    """The summary of the explore of ``mutant`` in ``folder``."""
+    target = folder / f"monitor-{mutant}.yaml"
+    (explore_dir,) = (folder / mutant).glob("*-explore")
     summary = json.loads((explore_dir / "explore.json").read_text(encoding="utf-8"))
     summary["explore_dir"] = str(explore_dir)
     summary["target_path"] = str(target)
@@ -50,17 +60,24 @@ def reruns(summary: dict, failure: dict, count: int, seed: int) -> int | None:
     return failed
 
 
+def chosen(summary: dict) -> dict | None:
+    """The first failure that was shrunk, else the first failure (None when there was none)."""
+    failures = sorted(summary["failures"], key=lambda f: f["found_after_s"])
+    return next((f for f in failures if "minimal" in f), failures[0] if failures else None)
+
+
 def row(mutant: str, summary: dict, rerun_failed: int | None, count: int) -> str:
     failures = summary["failures"]
-    if not failures:
+    pick = chosen(summary)
+    if pick is None:
         return f"| {mutant} | no | - | {summary['schedules_tried']} | - | - | - | - |"
-    first = min(failures, key=lambda f: f["found_after_s"])
-    before = len(first["original"]["faults"])
-    after = len(first["minimal"]["faults"]) if "minimal" in first else "-"
-    checker = first["signature"]["checker"]
+    first = min(f["found_after_s"] for f in failures)
+    before = len(pick["original"]["faults"])
+    after = len(pick["minimal"]["faults"]) if "minimal" in pick else "flaky, not shrunk"
+    checker = pick["signature"]["checker"]
     rerun = "-" if rerun_failed is None else f"{rerun_failed}/{count}"
-    return (f"| {mutant} | yes ({checker}) | {first['found_after_s']:.0f} s | {summary['schedules_tried']} | "
-            f"{before} | {after} | {first['shrink_s']:.0f} s | {rerun} |")
+    return (f"| {mutant} | yes ({checker}) | {first:.0f} s | {summary['schedules_tried']} | "
+            f"{before} | {after} | {pick['shrink_s']:.0f} s | {rerun} |")
 
 
 def main() -> int:
@@ -69,18 +86,19 @@ def main() -> int:
     p.add_argument("--budget", default="10m")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--reruns", type=int, default=5)
+    p.add_argument("--from", dest="done", type=Path, default=None, help="a folder of earlier explores to tabulate")
     args = p.parse_args()
     unknown = sorted(set(args.mutants) - set(CAUGHT_BY))
     if unknown:
         p.error(f"no such mutant: {', '.join(unknown)}")
-    folder = ROOT / "runs" / f"explore-mutants-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-    folder.mkdir(parents=True)
+    folder = args.done or ROOT / "runs" / f"explore-mutants-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    folder.mkdir(parents=True, exist_ok=args.done is not None)
     lines = ["| mutant | found (checker) | first failure after | schedules tried | faults before | faults after "
              "| shrink time | minimal.yaml failed |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for mutant in args.mutants or sorted(CAUGHT_BY):
-        summary = explore(mutant, folder, args.budget, args.seed)
-        first = min(summary["failures"], key=lambda f: f["found_after_s"], default=None)
-        failed = reruns(summary, first, args.reruns, args.seed) if first else None
+        summary = stored(mutant, folder) if args.done else explore(mutant, folder, args.budget, args.seed)
+        pick = chosen(summary)
+        failed = reruns(summary, pick, args.reruns, args.seed) if pick else None
         lines.append(row(mutant, summary, failed, args.reruns))
         print(lines[-1], flush=True)
         (folder / "mutants-table.markdown").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -862,3 +862,22 @@ def test_run_checks_turns_a_raising_checker_into_an_error(monkeypatch: pytest.Mo
     assert 'raise RuntimeError("boom")' in item["traceback"]
     (bad_option,) = run_checks(ctx_for(History()), {"eviction": {"cohort": "x", "whithin": 2}})
     assert bad_option.status == "error" and "unknown option(s) whithin" in bad_option.summary
+
+
+def test_eviction_is_unknown_when_the_scenario_healed_before_the_bound() -> None:
+    """Found by explore: a mass drop healed 0.1 s after it hit; the harness then closed the victims'
+    sockets itself, and "never evicted" blamed the target for a bound that was not up."""
+    h = History()
+    for i in range(3):
+        connect(h, 0.0, f"c1-{i}", "c1")
+    connect(h, 0.0, "s-0", "steady")
+    rec(h, 0.5, "metrics", clients=4, values={})
+    rec(h, 2.17, "fault_start", fault="drop", type="mass_drop", cohort="c1", params={})
+    rec(h, 2.17, "client_fault", client="c1-0", fault="drop", cohort="c1")
+    rec(h, 2.27, "fault_heal", fault="drop", type="mass_drop", cohort="c1")
+    close(h, 2.27, "c1-0", "c1", None, "client")
+    rec(h, 2.39, "metrics", clients=3, values={})
+    rec(h, 5.0, "metrics", clients=3, values={})
+    verdict = CHECKERS["eviction"](ctx_for(h), {"cohort": "c1", "within": 2.0})
+    assert (verdict.status, verdict.unknown_reason) == ("unknown", "did_not_bite"), verdict.summary
+    assert "before the 2s bound" in verdict.summary

@@ -67,8 +67,9 @@ def check_eviction(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
     if not victims:
         why = f"the fault did not take effect: nothing to evict: cohort {cohort!r} has no client"
         return Verdict.unknown("eviction", DID_NOT_BITE, why, [{"cohort": cohort, "problem": "no victim"}])
-    t0 = max(_arrived(ctx, victims, t0), _filled(ctx, cohort))
-    case = Eviction(cohort, t0, trigger, within, victims, _heal_after(ctx, cohort, t0))
+    filled = _filled(ctx, cohort)
+    t0 = max(_arrived(ctx, victims, t0), filled)
+    case = Eviction(cohort, t0, trigger, within, victims, _heal_after(ctx, cohort, t0), path_filled=filled > 0)
     watched = _watched(ctx, victims)
     ends = {**_seen_ended(ctx, case, watched), **_server_ends(ctx, victims)}
     if len(ends) == len(victims):  # each victim's own socket says it: no registry count needed
@@ -76,6 +77,8 @@ def check_eviction(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
     unfilled = _unfilled(ctx, cohort)
     held = watched - set(ends)
     if held and case.heal_t is not None:
+        if case.healed_early():
+            return _healed_early(case)
         return _held_until_heal(case, sorted(held)) if unfilled is None else _not_due(unfilled)
     kept = _kept_connections(ctx, case, samples)
     timeline = [_registry_point(ctx, case, s, opts["expected"], kept) for s in samples if s["t"] >= t0]
@@ -99,9 +102,16 @@ class Eviction:
     within: float
     victims: frozenset[str]
     heal_t: float | None = None  # when the harness healed the fault (closing what it still held)
+    path_filled: bool = False  # t0 is when the fault's send path filled
 
     def describe(self) -> str:
         return f"{len(self.victims)} client(s) of cohort {self.cohort!r} hit by {self.trigger} at t={self.t0:.2f}s"
+
+    def healed_early(self) -> bool:
+        """The harness healed (closing what it still held) before the bound was up. A fault that fills a
+        send path (stuck_reader, slow_consumer) heals itself ``hold`` seconds after the path filled: the
+        scenario chose that hold as the time the target has, so it is not early."""
+        return not self.path_filled and self.heal_t is not None and self.heal_t < self.t0 + self.within
 
 
 def _eviction_start(ctx: CheckContext, cohort: str) -> tuple[float | None, str]:
@@ -176,6 +186,15 @@ def _watched(ctx: CheckContext, victims: frozenset[str]) -> set[str]:
     """The victims whose connection a send-path watch followed in the target's socket table."""
     keys = {k for r in ctx.history.of("fault_bite") for k in (r.get("figures") or {}) if k.startswith("tx_max[")}
     return {c for c in victims if f"tx_max[{c}]" in keys}
+
+
+def _healed_early(case: Eviction) -> Verdict:
+    assert case.heal_t is not None
+    why = (f"the fault did not take effect: it was healed {case.heal_t - case.t0:.2f}s after it hit, before the "
+           f"{case.within:g}s bound, and the harness then closed the victims' sockets itself: whether the "
+           "target would have evicted them is not known")  # fmt: skip
+    evidence = [{"cohort": case.cohort, "problem": "healed before the eviction bound", "t": case.heal_t}]
+    return Verdict.unknown("eviction", DID_NOT_BITE, why, evidence)
 
 
 def _held_until_heal(case: Eviction, held: list[str]) -> Verdict:
@@ -294,6 +313,8 @@ def _eviction_done(
     figures["evicted_after_s"] = rounded(took)
     seen = seen_by_victims(ctx, case.victims, case.t0, case.heal_t)
     if case.heal_t is not None and done["t"] >= case.heal_t and not seen.before_heal:
+        if case.healed_early():
+            return _healed_early(case)
         evidence = cap_evidence([p for p in timeline if p["t"] <= done["t"]])
         evidence += _still_connected(ctx, case, case.heal_t)
         summary = (
