@@ -173,10 +173,16 @@ STUCK = {"good": CohortInfo("good", 1, "probe"), "stuck": CohortInfo("stuck", 0,
 
 def test_a_registry_drop_only_after_the_heal_is_never_an_eviction() -> None:
     h = stuck_history(drop_t=4.2, close_t=4.0, by="client")
-    verdict = CHECKERS["eviction"](ctx_for(h, cohorts=STUCK), {"cohort": "stuck", "within": 5.0})
+    verdict = CHECKERS["eviction"](ctx_for(h, cohorts=STUCK), {"cohort": "stuck", "within": 2.5})  # up at 3.5
     assert verdict.status == "fail"
     assert "never evicted: the server still held the connection until the harness closed the socket at heal " \
            "(t=4.00s)" in verdict.summary  # fmt: skip
+
+
+def test_a_heal_before_the_bound_leaves_the_eviction_unknown() -> None:
+    h = stuck_history(drop_t=4.2, close_t=4.0, by="client")  # healed at 4, the 5 s bound is up at 6
+    verdict = CHECKERS["eviction"](ctx_for(h, cohorts=STUCK), {"cohort": "stuck", "within": 5.0})
+    assert (verdict.status, verdict.unknown_reason) == ("unknown", "did_not_bite"), verdict.summary
 
 
 def test_an_eviction_says_how_the_victims_saw_it() -> None:
