@@ -126,19 +126,22 @@ def _eviction_start(ctx: CheckContext, cohort: str) -> tuple[float | None, str]:
     return None, ""
 
 
+def _bites(ctx: CheckContext, cohort: str) -> list[Record]:
+    """The bite records of the faults that hit ``cohort``."""
+    faults = {r.get("fault") for r in ctx.history.of("fault_start") if hits(r, cohort)}
+    return [r for r in ctx.history.of("fault_bite") if r.get("fault") in faults]
+
+
 def _filled(ctx: CheckContext, cohort: str) -> float:
     """When the send paths to the cohort's victims were full, by the faults' bite records (else 0)."""
-    faults = {r.get("fault") for r in ctx.history.of("fault_start") if hits(r, cohort)}
-    return max((r["full_t"] for r in ctx.history.of("fault_bite")
-                if r.get("fault") in faults and r.get("bit") and r.get("full_t") is not None), default=0.0)  # fmt: skip
+    return max((r["full_t"] for r in _bites(ctx, cohort) if r.get("bit") and r.get("full_t") is not None),
+               default=0.0)  # fmt: skip
 
 
 def _unfilled(ctx: CheckContext, cohort: str) -> Record | None:
     """The bite record of a fault on ``cohort`` whose send paths backed up but never filled: something
     between (a proxy's buffers) kept taking the data, so the target's sends never blocked."""
-    faults = {r.get("fault") for r in ctx.history.of("fault_start") if hits(r, cohort)}
-    return next((r for r in ctx.history.of("fault_bite")
-                 if r.get("fault") in faults and (r.get("figures") or {}).get("filled") is False), None)  # fmt: skip
+    return next((r for r in _bites(ctx, cohort) if (r.get("figures") or {}).get("filled") is False), None)
 
 
 def _not_due(bite: Record) -> Verdict:

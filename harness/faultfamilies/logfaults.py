@@ -31,6 +31,7 @@ from harness.targetspec import TargetError
 log = logging.getLogger(__name__)
 
 MODES = ("rename", "copytruncate")
+FILE_FEEDS = ("storagenode_log", "line")
 POLL = 0.05
 CHECK_POLL = 0.2
 
@@ -39,10 +40,16 @@ def feed_files(ctx: FaultContext, fault: str) -> dict[str, Path]:
     """The log files the target's feed writes, by node; HarnessError if it writes none."""
     feed = ctx.target.spec.feed
     kind = feed.kind if feed is not None else "none"
-    if feed is None or kind not in ("storagenode_log", "line"):
+    if feed is None or not writes_files(ctx):
         raise HarnessError(f"fault {fault!r}: target {ctx.target.spec.name} has no log files to act on "
                            f"(its feed kind is {kind}; needs storagenode_log or line)")  # fmt: skip
     return dict(feed.paths(ctx.target.workdir))
+
+
+def writes_files(ctx: FaultContext) -> bool:
+    """Whether the target's feed writes log files (storagenode_log or line), the files these faults act on."""
+    feed = ctx.target.spec.feed
+    return feed is not None and feed.kind in FILE_FEEDS
 
 
 def sizes(files: dict[str, Path]) -> dict[str, int]:
@@ -161,8 +168,8 @@ class ServerDown(TargetFault):
         target's feed writes no files: a backlog in bytes means nothing to a server fed over HTTP."""
         if not self.params["backlog_kib"]:
             return {}
-        feed = ctx.target.spec.feed
-        if feed is None or feed.kind not in ("storagenode_log", "line"):
+        if not writes_files(ctx):
+            feed = ctx.target.spec.feed
             kind = feed.kind if feed is not None else "none"
             log.info("%s: backlog_kib does not apply to a %s feed; down for %g s", self.spec.name, kind,
                      self.params["down_s"])  # fmt: skip
