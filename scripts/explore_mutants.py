@@ -2,8 +2,10 @@
 named), then its first failure's minimal.yaml re-run N times; prints the README's table (found or not,
 time to the first failure, schedules tried, faults before and after shrinking, shrink time, re-runs failed).
 
-Usage: .venv/bin/python scripts/explore_mutants.py [--budget 10m] [--seed 1] [--reruns 5] [MUTANT ...]
-(default: every mutant in tests/mutants). Writes runs/explore-mutants-<time>/ and mutants-table.markdown there.
+Usage: .venv/bin/python scripts/explore_mutants.py [--budget 10m] [--seed 1] [--reruns 5] [--until-shrunk]
+[MUTANT ...] (default: every mutant in tests/mutants). Writes runs/explore-mutants-<time>/ and
+mutants-table.markdown there. ``--until-shrunk`` ends each explore once a failure is shrunk (every
+column but "schedules tried" is the same; that one then counts up to the shrunk failure).
 ``--from FOLDER`` builds the table from the explores already in FOLDER (no new explore).
 
 The row's failure is the first one that was shrunk; a flaky failure (not shrunk) counts as found, and
@@ -27,10 +29,11 @@ from tests.mutants.matrix import CAUGHT_BY, mutant_target_file  # noqa: E402
 WSCHAOS = [sys.executable, "-m", "wschaos"]
 
 
-def explore(mutant: str, folder: Path, budget: str, seed: int) -> dict:
+def explore(mutant: str, folder: Path, budget: str, seed: int, until_shrunk: bool) -> dict:
     target = mutant_target_file(mutant, folder)
     out = folder / mutant
     command = [*WSCHAOS, "explore", "--target", str(target), "--budget", budget, "--seed", str(seed), "--out", str(out)]
+    command += ["--until-shrunk", "1"] if until_shrunk else []
     with (folder / f"{mutant}.log").open("w", encoding="utf-8") as log:
         subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False)
     return stored(mutant, folder)
@@ -86,6 +89,7 @@ def main() -> int:
     p.add_argument("--budget", default="10m")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--reruns", type=int, default=5)
+    p.add_argument("--until-shrunk", action="store_true", help="end each explore once a failure is shrunk")
     p.add_argument("--from", dest="done", type=Path, default=None, help="a folder of earlier explores to tabulate")
     args = p.parse_args()
     unknown = sorted(set(args.mutants) - set(CAUGHT_BY))
@@ -96,7 +100,10 @@ def main() -> int:
     lines = ["| mutant | found (checker) | first failure after | schedules tried | faults before | faults after "
              "| shrink time | minimal.yaml failed |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for mutant in args.mutants or sorted(CAUGHT_BY):
-        summary = stored(mutant, folder) if args.done else explore(mutant, folder, args.budget, args.seed)
+        if args.done:
+            summary = stored(mutant, folder)
+        else:
+            summary = explore(mutant, folder, args.budget, args.seed, args.until_shrunk)
         pick = chosen(summary)
         failed = reruns(summary, pick, args.reruns, args.seed) if pick else None
         lines.append(row(mutant, summary, failed, args.reruns))

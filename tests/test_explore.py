@@ -21,12 +21,14 @@ from harness.checkers import Verdict
 from harness.explore.generate import MAX_SECONDS, Options, generate, planned_seconds
 from harness.explore.ranges import TABLE, explorable, fault_range
 from harness.explore.reduce import default_target, drop_cohorts, lower
+from harness.explore.session import Explorer, Settings
 from harness.explore.shrink import Shrinker
 from harness.explore.signature import Signature, first_failure, reason_class, signature
 from harness.faults import FAULTS
 from harness.optiontypes import type_problem
 from harness.runner import ScenarioResult
 from harness.scenario import parse
+from harness.targetspec import bundled_monitor
 from tests.mutants.matrix import mutant_target_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -285,6 +287,34 @@ def test_a_signature_ignores_numbers_names_and_the_order_of_checks():
     assert signature(result(Verdict("liveness", "pass", "ok"), status="pass")) is None
     timeout = signature(result(error="scenario did not finish within its timeout of 60s", status="error"))
     assert timeout == Signature("error", None, "scenario did not finish within its timeout of #s")
+
+
+# ---------------------------------------------------------------------------------------------
+# The exploration loop, with runs that are not real: a schedule fails when it has a network cut
+
+
+class CutFailsExplorer(Explorer):
+    async def run(self, schedule: dict[str, Any], run_dir: Path) -> ScenarioResult:
+        parse(copy.deepcopy(schedule), "fake run")
+        if any(f["type"] == "network_cut" for f in fault_steps(schedule)):
+            return result(Verdict("eviction@c1", "fail", "cohort 'c1' ended late", [{"problem": "ended late 2s"}]))
+        return result(Verdict("liveness", "pass", "ok"), status="pass")
+
+
+async def test_until_shrunk_ends_the_exploration_once_that_many_failures_are_shrunk(tmp_path):
+    settings = Settings(bundled_monitor(), tmp_path, 3600.0, 1, ("network_cut", "latency"), repeats=2,
+                        until_shrunk=1)  # fmt: skip
+    explorer = CutFailsExplorer(settings, progress=lambda line: None)
+    await explorer.explore(toxiproxy=None)  # type: ignore[arg-type]  # the fake runs need none
+    summary = explorer.summary()
+    assert summary["stopped_by"] == "shrunk" and len(summary["failures"]) == 1
+    (failure,) = summary["failures"]
+    assert failure["state"] == "shrunk" and failure["minimal"]["faults"] == ["network_cut"]
+    tried = [yaml.safe_load(p.read_text(encoding="utf-8")) for p in sorted((tmp_path / "schedules").iterdir())]
+    assert len(tried) == summary["schedules_tried"]
+    # it stopped at the first schedule with a cut: every one before it passed
+    cuts = [any(f["type"] == "network_cut" for f in fault_steps(s)) for s in tried]
+    assert cuts == [False] * (len(tried) - 1) + [True]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -38,9 +38,11 @@ MAX_BUDGET_S = 24 * 3600
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
 @click.option("--repeats", type=click.IntRange(1, 20), default=3, show_default=True,
               help="runs in a row a failure, and each smaller schedule kept, must fail the same way")  # fmt: skip
+@click.option("--until-shrunk", type=click.IntRange(1, 100), default=None,
+              help="end once this many distinct failures are shrunk (default: run out the budget)")  # fmt: skip
 def explore(
     target_file: Path | None, budget: str, seed: int | None, faults_arg: str | None, checks_arg: str | None,
-    out: Path, repeats: int,
+    out: Path, repeats: int, until_shrunk: int | None,
 ) -> None:  # fmt: skip
     """Run random fault schedules until the budget ends; shrink each distinct failure.
 
@@ -56,7 +58,7 @@ def explore(
     run_dir = new_run_dir(out.resolve(), "explore")
     settings = Settings(target, run_dir, budget_s, seed, faults, checks, repeats,
                         {f: why for f, why in left_out.items() if f not in faults},
-                        str(target_file) if target_file else None)  # fmt: skip
+                        str(target_file) if target_file else None, until_shrunk)  # fmt: skip
     click.echo(f"wschaos {__version__}: exploring {target.name} for {clock_text(budget_s)}, seed {seed}, "
                f"faults {', '.join(faults)}, in {run_dir}")  # fmt: skip
     explorer = Explorer(settings, progress=click.echo)

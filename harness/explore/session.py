@@ -58,6 +58,7 @@ class Settings:
     repeats: int = 3
     left_out: dict[str, str] = field(default_factory=dict)  # fault types not explored, and why
     target_arg: str | None = None  # the --target given, for the command lines written out
+    until_shrunk: int | None = None  # end once this many distinct failures are shrunk (None: run out the budget)
 
 
 @dataclass
@@ -102,10 +103,21 @@ class Explorer:
                     break
                 await self.explore_one(schedule, index)
                 index += 1
+                if self.enough_shrunk():
+                    self.stopped_by = "shrunk"
+                    self.say(f"{self.shrunk_count()} failure(s) shrunk, as asked: {self.tried} schedules tried")
+                    return
         except OutOfBudget:
             pass
         self.stopped_by = "budget"
         self.say(f"budget reached: {self.tried} schedules tried, {len(self.failures)} distinct failure(s)")
+
+    def shrunk_count(self) -> int:
+        return sum(f.shrunk.state == "shrunk" for f in self.failures.values())
+
+    def enough_shrunk(self) -> bool:
+        wanted = self.settings.until_shrunk
+        return wanted is not None and self.shrunk_count() >= wanted
 
     async def explore_one(self, schedule: dict[str, Any], index: int) -> None:
         write_yaml(self.settings.out_dir / "schedules" / f"{index:04d}.yaml", schedule)
