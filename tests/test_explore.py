@@ -4,6 +4,7 @@ condition is known), failure signatures, and one exploration against a mutant of
 from __future__ import annotations
 
 import copy
+import html
 import json
 import os
 import signal
@@ -29,6 +30,7 @@ from harness.optiontypes import type_problem
 from harness.runner import ScenarioResult
 from harness.scenario import parse
 from harness.targetspec import bundled_monitor
+from reports.explore_html import write_explore_html
 from tests.mutants.matrix import mutant_target_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -297,24 +299,52 @@ class CutFailsExplorer(Explorer):
     async def run(self, schedule: dict[str, Any], run_dir: Path) -> ScenarioResult:
         parse(copy.deepcopy(schedule), "fake run")
         if any(f["type"] == "network_cut" for f in fault_steps(schedule)):
-            return result(Verdict("eviction@c1", "fail", "cohort 'c1' ended late", [{"problem": "ended late 2s"}]))
-        return result(Verdict("liveness", "pass", "ok"), status="pass")
+            size = sum(c["clients"] for c in schedule["cohorts"])
+            late = Verdict("eviction@c1", "fail", "cohort 'c1' ended late", [{"problem": f"{size} clients late"}])
+            done = result(late)
+        else:
+            done = result(Verdict("liveness", "pass", "ok"), status="pass")
+        run_dir.mkdir(parents=True)
+        (run_dir / "result.json").write_text(json.dumps(done.to_json()), encoding="utf-8")
+        return done
 
 
-async def test_until_shrunk_ends_the_exploration_once_that_many_failures_are_shrunk(tmp_path):
-    settings = Settings(bundled_monitor(), tmp_path, 3600.0, 1, ("network_cut", "latency"), repeats=2,
+async def explore_with_fake_runs(folder: Path) -> tuple[Explorer, list[dict[str, Any]]]:
+    """An exploration that ends once one failure is shrunk; the explorer and the schedules it tried."""
+    settings = Settings(bundled_monitor(), folder, 3600.0, 1, ("network_cut", "latency"), repeats=2,
                         until_shrunk=1)  # fmt: skip
     explorer = CutFailsExplorer(settings, progress=lambda line: None)
     await explorer.explore(toxiproxy=None)  # type: ignore[arg-type]  # the fake runs need none
+    tried = [yaml.safe_load(p.read_text(encoding="utf-8")) for p in sorted((folder / "schedules").iterdir())]
+    return explorer, tried
+
+
+async def test_until_shrunk_ends_the_exploration_once_that_many_failures_are_shrunk(tmp_path):
+    explorer, tried = await explore_with_fake_runs(tmp_path)
     summary = explorer.summary()
     assert summary["stopped_by"] == "shrunk" and len(summary["failures"]) == 1
     (failure,) = summary["failures"]
     assert failure["state"] == "shrunk" and failure["minimal"]["faults"] == ["network_cut"]
-    tried = [yaml.safe_load(p.read_text(encoding="utf-8")) for p in sorted((tmp_path / "schedules").iterdir())]
     assert len(tried) == summary["schedules_tried"]
     # it stopped at the first schedule with a cut: every one before it passed
     cuts = [any(f["type"] == "network_cut" for f in fault_steps(s)) for s in tried]
     assert cuts == [False] * (len(tried) - 1) + [True]
+
+
+async def test_the_report_shows_both_schedules_side_by_side_with_a_failing_run_of_each(tmp_path):
+    explorer, tried = await explore_with_fake_runs(tmp_path)
+    original = tried[-1]
+    page = write_explore_html(explorer.write_summary().parent).read_text(encoding="utf-8")
+    found = page.split('id="found-by-explore"')[1].split('id="coverage"')[0]
+    minimal = yaml.safe_load((tmp_path / "failure-1" / "minimal.yaml").read_text(encoding="utf-8"))
+    assert html.escape(yaml.safe_dump(original, sort_keys=False), quote=True) in found
+    assert html.escape(yaml.safe_dump(minimal, sort_keys=False), quote=True) in found
+    original_size = sum(c["clients"] for c in original["cohorts"])
+    minimal_size = sum(c["clients"] for c in minimal["cohorts"])
+    assert minimal_size < original_size  # the two runs' evidence differ, so each is the right run's
+    assert f"problem={original_size} clients late" in found and f"problem={minimal_size} clients late" in found
+    assert "fail / eviction" in found and "done: no smaller schedule fails the same way" in found
+    assert "latency" in page.split('id="coverage"')[1]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -66,15 +66,25 @@ def explore(
         run_with_signals(search(explorer))
     except (KeyboardInterrupt, asyncio.CancelledError):
         explorer.stopped_by = "interrupted"
-        path = explorer.write_summary()
+        path = write_results(explorer)
         click.echo(f"interrupted: everything the exploration started has been stopped; what it found: {path}",
                    err=True)  # fmt: skip
         sys.exit(130)
-    path = explorer.write_summary()
+    path = write_results(explorer)
     for line in summary_lines(explorer.summary()):
         click.echo(line)
     click.echo(f"Summary: {path}")
+    click.echo(f"Report: {path.parent / 'index.html'}")
     sys.exit(1 if explorer.failures else 0)
+
+
+def write_results(explorer: Explorer) -> Path:
+    """explore.json, and index.html from it; returns the path of explore.json."""
+    from reports.explore_html import write_explore_html  # here: the reports are slow to import
+
+    path = explorer.write_summary()
+    write_explore_html(path.parent)
+    return path
 
 
 async def search(explorer: Explorer) -> None:

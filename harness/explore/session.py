@@ -69,6 +69,8 @@ class Failure:
     hits: int = 1  # exploration runs that failed this way
     found_after_s: float = 0.0  # from the start of the exploration to the first run that failed this way
     shrink_s: float = 0.0
+    original_run: str = ""  # the run that found it, relative to the exploration's directory
+    minimal_run: str = ""  # the last run of the smallest schedule kept that failed this way
 
     @property
     def dir_name(self) -> str:
@@ -130,17 +132,17 @@ class Explorer:
         self.say(f"{schedule['name']}: {result.status.upper()} ({result.duration_s:.1f}s)"
                  + (f": {found}" if found else ""))  # fmt: skip
         if found is not None:
-            await self.on_failure(schedule, found)
+            await self.on_failure(schedule, found, f"runs/{index:04d}")
         self.write_summary()
 
-    async def on_failure(self, schedule: dict[str, Any], found: Signature) -> None:
+    async def on_failure(self, schedule: dict[str, Any], found: Signature, run: str) -> None:
         if found in self.failures:
             failure = self.failures[found]
             failure.hits += 1
             self.say(f"the same failure as {failure.dir_name}, not shrunk again")
             return
         failure = Failure(len(self.failures) + 1, schedule["name"], Shrunk(found, self.settings.repeats),
-                          found_after_s=round(self.clock() - self.started, 1))  # fmt: skip
+                          found_after_s=round(self.clock() - self.started, 1), original_run=run)  # fmt: skip
         self.failures[found] = failure
         folder = self.settings.out_dir / failure.dir_name
         write_yaml(folder / "original.yaml", schedule)
@@ -148,10 +150,15 @@ class Explorer:
         log.write_text(f"{failure.dir_name}: {schedule['name']} failed: {found}\n"
                        f"run it again: {self.command(folder / 'original.yaml')}\n", encoding="utf-8")  # fmt: skip
         runs = iter(range(1, 10**6))
+        last_failing = run  # the latest run that failed this way: a kept schedule's last run
 
         async def runner(candidate: dict[str, Any]) -> Signature | None:
+            nonlocal last_failing
             self.runs["shrink"] += 1
-            return signature(await self.run(candidate, folder / "runs" / f"{next(runs):03d}"))
+            name = f"{failure.dir_name}/runs/{next(runs):03d}"
+            got = signature(await self.run(candidate, self.settings.out_dir / name))
+            last_failing = name if got == found else last_failing
+            return got
 
         def on_line(line: str) -> None:
             with log.open("a", encoding="utf-8") as f:
@@ -160,6 +167,7 @@ class Explorer:
 
         def on_kept(smaller: dict[str, Any]) -> None:
             write_yaml(folder / "minimal.yaml", smaller)
+            failure.minimal_run = last_failing
 
         shrinker = Shrinker(runner, self.settings.repeats, self.may_run, on_line, on_kept)
         began = self.clock()
@@ -237,6 +245,7 @@ class Explorer:
         original = yaml.safe_load((folder / "original.yaml").read_text(encoding="utf-8"))
         out = {"dir": failure.dir_name, "schedule": failure.schedule, "hits": failure.hits,
                "found_after_s": failure.found_after_s, "shrink_s": failure.shrink_s,
+               "original_run": failure.original_run, "minimal_run": failure.minimal_run or None,
                **failure.shrunk.to_json(), "original": size(original)}  # fmt: skip
         if (folder / "minimal.yaml").exists():
             out["minimal"] = size(yaml.safe_load((folder / "minimal.yaml").read_text(encoding="utf-8")))
