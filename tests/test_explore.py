@@ -69,6 +69,22 @@ def test_every_generated_schedule_is_a_valid_scenario(seed):
         assert yaml.safe_load(yaml.safe_dump(schedule)) == schedule  # written out, it reads back the same
 
 
+@pytest.mark.parametrize("capacity", [60.0, 12000.0])
+def test_feed_rates_are_shares_of_a_calibrated_capacity(capacity):
+    uncalibrated = [generate(options(seed=2), i) for i in range(80)]
+    calibrated = [generate(options(seed=2, capacity=capacity), i) for i in range(80)]
+    rates = [s["feed"]["rate"] for s in calibrated]
+    bursts = [step["feed_rate"] for s in calibrated for step in s["method"] if "feed_rate" in step][::2]
+    assert all(0.1 * capacity - 1 <= r <= capacity for r in rates)
+    assert sum(r <= 0.4 * capacity + 1 for r in rates) >= len(rates) // 2  # the floors of some faults aside
+    assert bursts and all(0.4 * capacity - 1 <= r <= capacity for r in bursts)
+    # the same draws: only the rates differ from the uncalibrated schedules
+    for a, b in zip(uncalibrated, calibrated, strict=True):
+        assert fault_steps(a) == fault_steps(b) and a["cohorts"] == b["cohorts"]
+    for i, schedule in enumerate(calibrated):
+        parse(copy.deepcopy(schedule), f"schedule {i}")
+
+
 def test_every_fault_but_the_one_that_ends_the_run_is_healed_before_the_last_wait():
     for i in range(150):
         schedule = generate(options(seed=9), i)

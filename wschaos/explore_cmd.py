@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from harness import __version__
+from harness.capacity import lookup
 from harness.checkers import CHECKERS
 from harness.errors import HarnessError
 from harness.explore.ranges import explorable
@@ -38,11 +39,14 @@ MAX_BUDGET_S = 24 * 3600
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
 @click.option("--repeats", type=click.IntRange(1, 20), default=3, show_default=True,
               help="runs in a row a failure, and each smaller schedule kept, must fail the same way")  # fmt: skip
+@click.option("--capacity", "capacity_file", type=click.Path(path_type=Path), default=None,
+              help="where the target's calibrated capacity is stored; feed rates are shares of it when "
+                   "it has one (default: OUT/capacity.json)")  # fmt: skip
 @click.option("--until-shrunk", type=click.IntRange(1, 100), default=None,
               help="end once this many distinct failures are shrunk (default: run out the budget)")  # fmt: skip
 def explore(
     target_file: Path | None, budget: str, seed: int | None, faults_arg: str | None, checks_arg: str | None,
-    out: Path, repeats: int, until_shrunk: int | None,
+    out: Path, repeats: int, capacity_file: Path | None, until_shrunk: int | None,
 ) -> None:  # fmt: skip
     """Run random fault schedules until the budget ends; shrink each distinct failure.
 
@@ -55,12 +59,15 @@ def explore(
     faults = choose_faults(faults_arg, usable, left_out)
     checks = choose_checks(checks_arg)
     seed = seed if seed is not None else random.randrange(2**31)
+    capacity = lookup(capacity_file or out / "capacity.json", target)
     run_dir = new_run_dir(out.resolve(), "explore")
     settings = Settings(target, run_dir, budget_s, seed, faults, checks, repeats,
                         {f: why for f, why in left_out.items() if f not in faults},
-                        str(target_file) if target_file else None, until_shrunk)  # fmt: skip
+                        str(target_file) if target_file else None, until_shrunk,
+                        capacity.rate if capacity else None)  # fmt: skip
+    rates = f"shares of its capacity, {capacity.rate:g} events/s" if capacity else "100-400 events/s, not calibrated"
     click.echo(f"wschaos {__version__}: exploring {target.name} for {clock_text(budget_s)}, seed {seed}, "
-               f"faults {', '.join(faults)}, in {run_dir}")  # fmt: skip
+               f"faults {', '.join(faults)}, feed rates {rates}, in {run_dir}")  # fmt: skip
     explorer = Explorer(settings, progress=click.echo)
     try:
         run_with_signals(search(explorer))

@@ -59,6 +59,7 @@ class Settings:
     left_out: dict[str, str] = field(default_factory=dict)  # fault types not explored, and why
     target_arg: str | None = None  # the --target given, for the command lines written out
     until_shrunk: int | None = None  # end once this many distinct failures are shrunk (None: run out the budget)
+    capacity: float | None = None  # the target's calibrated capacity: feed rates are shares of it
 
 
 @dataclass
@@ -81,7 +82,8 @@ class Explorer:
     def __init__(self, settings: Settings, progress: Callable[[str], None] = print,
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         self.settings = settings
-        self.options = Options(settings.seed, settings.faults, settings.checks, frozenset(settings.target.params))
+        self.options = Options(settings.seed, settings.faults, settings.checks, frozenset(settings.target.params),
+                               capacity=settings.capacity)  # fmt: skip
         self.progress = progress
         self.clock = clock
         self.started = clock()
@@ -228,6 +230,7 @@ class Explorer:
             "target_file": s.target_arg,
             "seed": s.seed,
             "budget_s": s.budget_s,
+            "capacity": s.capacity,
             "repeats": s.repeats,
             "wall_s": round(self.clock() - self.started, 1),
             "stopped_by": self.stopped_by,
