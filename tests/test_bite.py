@@ -172,6 +172,28 @@ def test_delivery_names_the_longest_stall_of_healthy_clients_while_the_feed_ran(
                                     "length_s": pytest.approx(3.05)}  # fmt: skip
 
 
+@pytest.mark.parametrize(("slow_after_s", "fails"), [(0.05, False), (1.5, True)])
+def test_end_to_end_latency_counts_from_the_end_of_a_pause_the_scenario_made(slow_after_s, fails) -> None:
+    """The target is paused from t=1 to t=3: events fed meanwhile arrive after it resumes. Their wait
+    in the pause is the scenario's; a target that then takes 1.5 s more to deliver them is slow."""
+    history = History()
+    history.records.append({"t": 0.0, "w": 100.0, "kind": "init", "client": "g-0", "epoch": "e", "seq": 0})
+    history.records.append({"t": 0.0, "w": 100.0, "kind": "connect", "client": "g-0", "cohort": "g"})
+    history.records.append({"t": 1.0, "w": 101.0, "kind": "target", "event": "paused"})
+    history.records.append({"t": 3.0, "w": 103.0, "kind": "target", "event": "resumed"})
+    for i in range(50):  # an event every 0.1 s
+        t = i / 10
+        recv = t + 0.01 if not 0.9 < t <= 3.0 else 3.0 + slow_after_s
+        history.records.append({"t": t, "w": 100.0 + t, "kind": "feed", "ids": [f"e{i}"]})
+        history.records.append({"t": recv, "w": 100.0 + recv, "kind": "batch", "client": "g-0", "seq": i + 1,
+                                "ids": [f"e{i}"], "sent_at": 100.0 + recv, "recv_at": 100.0 + recv})  # fmt: skip
+    history.records.sort(key=lambda r: r["t"])
+    ctx = CheckContext(history=history, cohorts={"g": CohortInfo("g", 1, "probe")})
+    (verdict,) = run_checks(ctx, {"delivery": {"cohorts": ["g"], "e2e_p99_ms": 1000}})
+    assert verdict.status == ("fail" if fails else "pass"), verdict.summary
+    assert verdict.figures["e2e_max_ms"] == pytest.approx(slow_after_s * 1000, abs=1)
+
+
 class _Clock:
     def __init__(self) -> None:
         self.t = 0.0

@@ -174,8 +174,10 @@ def _longest_stall(ctx: CheckContext, cohorts: list[str], fed: list[Record]) -> 
 def _end_to_end_ms(ctx: CheckContext, cohorts: list[str], fed: list[Record]) -> list[float]:
     """From the moment the harness fed each event to the moment a client received it (live batches
     only). Unlike recv_at - sent_at, this also counts time the event waited inside the server before
-    it was broadcast, which is where a stalled broadcaster shows."""
-    fed_at = {event_id: rec["w"] for rec in fed for event_id in rec.get("ids") or []}
+    it was broadcast, which is where a stalled broadcaster shows. An event fed before or while the
+    target was away (killed, stopped, paused by the scenario) is timed from when the target was back:
+    the outage is the scenario's, what follows it the target's."""
+    fed_at = {event_id: (rec["w"], rec["t"]) for rec in fed for event_id in rec.get("ids") or []}
     values = []
     for cohort in cohorts:
         for client in ctx.clients_of(cohort):
@@ -183,8 +185,18 @@ def _end_to_end_ms(ctx: CheckContext, cohorts: list[str], fed: list[Record]) -> 
                 for batch in conn.batches:
                     if conn.is_replay(batch) or batch.get("recv_at") is None:
                         continue
-                    values += [(batch["recv_at"] - fed_at[i]) * 1000.0 for i in batch.get("ids") or [] if i in fed_at]
+                    for i in batch.get("ids") or []:
+                        if i in fed_at:
+                            wall, t = fed_at[i]
+                            away = _away_before(ctx.down_windows, t, batch["t"])
+                            values.append((batch["recv_at"] - wall - away) * 1000.0)
     return values
+
+
+def _away_before(windows: list[Window], fed_t: float, recv_t: float) -> float:
+    """Seconds from ``fed_t`` to the end of the last down window that overlaps ``[fed_t, recv_t]``."""
+    ends = [w.end for w in windows if w.start <= recv_t and fed_t <= w.end]
+    return max(0.0, min(max(ends), recv_t) - fed_t) if ends else 0.0
 
 
 def clock_errors(ctx: CheckContext, cohorts: list[str], fed: list[Record], tolerance_ms: float) -> list[dict]:
