@@ -85,6 +85,23 @@ def test_feed_rates_are_shares_of_a_calibrated_capacity(capacity):
         parse(copy.deepcopy(schedule), f"schedule {i}")
 
 
+def test_load_is_added_to_half_the_same_schedules_with_its_check_only_when_the_target_stays():
+    plain = [generate(options(seed=3), i) for i in range(120)]
+    loaded = [generate(options(seed=3, load=True), i) for i in range(120)]
+    with_load = [s for s in loaded if "load" in s]
+    assert 40 <= len(with_load) <= 80
+    for a, b in zip(plain, loaded, strict=True):
+        b = copy.deepcopy(b)
+        b.pop("load", None)
+        b["checks"].pop("load", None)
+        assert b == a
+    for i, s in enumerate(with_load):
+        parse(copy.deepcopy(s), f"schedule {i}")
+        assert s["load"]["users"] == s["load"]["spawn_rate"] and 10 <= s["load"]["users"] <= 40
+        process = any(f["type"] in ("server_kill", "server_pause", "server_stop") for f in fault_steps(s))
+        assert ("load" in s["checks"]) is not process
+
+
 def test_every_fault_but_the_one_that_ends_the_run_is_healed_before_the_last_wait():
     for i in range(150):
         schedule = generate(options(seed=9), i)
@@ -235,6 +252,23 @@ async def test_params_shrink_toward_the_low_end_and_back_to_their_defaults():
     assert fault_steps(out.minimal) == [
         {"name": "flap_9", "type": "flap", "cohort": "c2", "params": {"cycles": 2, "cut": 0.3, "up": 0.3}}
     ]
+
+
+@pytest.mark.parametrize("needs_users", [0, 7])
+async def test_the_load_is_dropped_or_its_users_lowered_to_what_the_failure_needs(needs_users):
+    schedule = copy.deepcopy(BIG)
+    schedule["load"] = {"users": 30, "spawn_rate": 30}
+    schedule["checks"]["load"] = {"max_gaps": 0}
+
+    def fails(s: dict[str, Any]) -> bool:
+        return cut_with_three_clients(s) and s.get("load", {}).get("users", 0) >= needs_users
+
+    out = await Shrinker(FakeRunner(fails), repeats=1).shrink(schedule, SIG)
+    assert out.minimal is not None and [f["type"] for f in fault_steps(out.minimal)] == ["network_cut"]
+    if needs_users:
+        assert out.minimal["load"] == {"users": needs_users, "spawn_rate": needs_users}
+    else:
+        assert "load" not in out.minimal and "load" not in out.minimal["checks"]
 
 
 async def test_a_flaky_failure_is_reported_with_its_rate_and_not_shrunk():

@@ -42,11 +42,12 @@ MAX_BUDGET_S = 24 * 3600
 @click.option("--capacity", "capacity_file", type=click.Path(path_type=Path), default=None,
               help="where the target's calibrated capacity is stored; feed rates are shares of it when "
                    "it has one (default: OUT/capacity.json)")  # fmt: skip
+@click.option("--load", is_flag=True, help="Locust users, on a proxy of their own, in half the schedules")
 @click.option("--until-shrunk", type=click.IntRange(1, 100), default=None,
               help="end once this many distinct failures are shrunk (default: run out the budget)")  # fmt: skip
 def explore(
     target_file: Path | None, budget: str, seed: int | None, faults_arg: str | None, checks_arg: str | None,
-    out: Path, repeats: int, capacity_file: Path | None, until_shrunk: int | None,
+    out: Path, repeats: int, capacity_file: Path | None, load: bool, until_shrunk: int | None,
 ) -> None:  # fmt: skip
     """Run random fault schedules until the budget ends; shrink each distinct failure.
 
@@ -64,8 +65,9 @@ def explore(
     settings = Settings(target, run_dir, budget_s, seed, faults, checks, repeats,
                         {f: why for f, why in left_out.items() if f not in faults},
                         str(target_file) if target_file else None, until_shrunk,
-                        capacity.rate if capacity else None)  # fmt: skip
+                        capacity.rate if capacity else None, load)  # fmt: skip
     rates = f"shares of its capacity, {capacity.rate:g} events/s" if capacity else "100-400 events/s, not calibrated"
+    rates += ", Locust load in half the schedules" if load else ""
     click.echo(f"wschaos {__version__}: exploring {target.name} for {clock_text(budget_s)}, seed {seed}, "
                f"faults {', '.join(faults)}, feed rates {rates}, in {run_dir}")  # fmt: skip
     explorer = Explorer(settings, progress=click.echo)
@@ -157,6 +159,8 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         lines.append(f"  {f['dir']}: {what} (seen {f['hits']}x): {shape}")
     coverage = summary["coverage"]
     lines.append("faults used: " + ", ".join(f"{n} {c['schedules']}" for n, c in coverage["faults"].items()))
+    if summary["load"]:
+        lines.append(f"schedules with Locust load: {coverage['schedules_with_load']}")
     for checker, outcomes in coverage["outcomes"].items():
         lines.append(f"  {checker}: " + (", ".join(f"{o} {n}" for o, n in outcomes.items()) or "never run"))
     return lines

@@ -18,12 +18,14 @@ class Coverage:
     checkers: Counter[str] = field(default_factory=Counter)  # verdicts given
     outcomes: dict[str, Counter[str]] = field(default_factory=dict)  # checker: outcome: verdicts
     statuses: Counter[str] = field(default_factory=Counter)  # scenario statuses
+    loaded: int = 0  # schedules with Locust users
 
     def add(self, schedule: dict[str, Any], result: ScenarioResult) -> None:
         types = [step["fault"]["type"] for step in schedule["method"] if "fault" in step]
         self.fault_uses.update(types)
         self.faults.update(set(types))
         self.statuses[result.status] += 1
+        self.loaded += "load" in schedule
         for verdict in result.verdicts:
             name = checker_name(verdict.checker)
             self.checkers[name] += 1
@@ -34,6 +36,7 @@ class Coverage:
         """The counts, with a zero for each fault type and checker that could have been and was not."""
         return {
             "statuses": dict(sorted(self.statuses.items())),
+            "schedules_with_load": self.loaded,
             "faults": {f: {"schedules": self.faults[f], "uses": self.fault_uses[f]} for f in sorted(faults)},
             "checkers": {c: self.checkers[c] for c in checkers},
             "outcomes": {c: dict(sorted(self.outcomes.get(c, Counter()).items())) for c in checkers},

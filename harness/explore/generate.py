@@ -37,6 +37,10 @@ SHARE_COHORT = 0.3  # chance that a fault joins a cohort another fault already u
 KEEP_DEFAULT = 0.25  # chance that a param is left at its default
 BURST = 0.25  # chance of a feed burst
 TIMEOUT_S = 60.0
+LOAD = 0.5  # with load asked for: the share of schedules that get it
+LOAD_USERS = (10, 40)
+LOAD_SECONDS = 2.0  # Locust's start and its users' arrival, before the method
+LOAD_CHECK = {"max_failure_ratio": 0.0, "max_gaps": 0, "p99_ms": 1000}
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class Options:
     max_faults: int = 3
     max_seconds: float = MAX_SECONDS
     capacity: float | None = None  # the target's calibrated capacity, events a second, when it has one
+    load: bool = False  # Locust users in some schedules
 
 
 @dataclass
@@ -61,7 +66,15 @@ class Drawn:
 
 
 def generate(options: Options, index: int) -> dict[str, Any]:
-    """Schedule ``index`` of ``options.seed``: the first draw within ``max_seconds`` that has a check."""
+    """Schedule ``index`` of ``options.seed``: the first draw within ``max_seconds`` that has a check,
+    with Locust users in some when load is asked for."""
+    schedule = generate_unloaded(options, index)
+    if not options.load:
+        return schedule
+    return with_load(random.Random(f"{options.seed}:{index}:load"), schedule, options.checks)
+
+
+def generate_unloaded(options: Options, index: int) -> dict[str, Any]:
     if not options.faults:
         raise HarnessError("no fault type to explore")
     rng = random.Random(f"{options.seed}:{index}")
@@ -108,6 +121,19 @@ def draw(rng: random.Random, options: Options, index: int) -> dict[str, Any]:
         "method": method(rng, faults, rate, options.capacity),
         "checks": checks(faults, options.checks),
     })  # fmt: skip
+    return schedule
+
+
+def with_load(rng: random.Random, schedule: dict[str, Any], allowed: frozenset[str] | None) -> dict[str, Any]:
+    """Locust users (on a proxy no fault touches) in some schedules, drawn apart from the rest so that
+    a schedule is the same with or without load; their own check when no fault takes the target away."""
+    if rng.random() >= LOAD:
+        return schedule
+    users = rng.randint(*LOAD_USERS)
+    schedule["load"] = {"users": users, "spawn_rate": users}
+    stays = all(fault_range(f["type"]).cohort is not None for f in fault_steps(schedule))  # type: ignore[union-attr]
+    if stays and (allowed is None or "load" in allowed):
+        schedule["checks"]["load"] = dict(LOAD_CHECK)
     return schedule
 
 
@@ -206,6 +232,10 @@ def timeline(events: list[tuple[float, int, dict[str, Any]]]) -> list[dict[str, 
     return steps
 
 
+def fault_steps(schedule: dict[str, Any]) -> list[dict[str, Any]]:
+    return [step["fault"] for step in schedule["method"] if "fault" in step]
+
+
 def fault_step(f: Drawn) -> dict[str, Any]:
     step: dict[str, Any] = {"name": f.name, "type": f.type}
     if f.cohort is not None:
@@ -241,7 +271,7 @@ def fill_cohort(value: Any, cohort: str | None) -> Any:
 
 def planned_seconds(schedule: dict[str, Any]) -> float:
     """An estimate of the method and steady states, in seconds: its waits, plus what its faults add."""
-    total = 2 * float(schedule.get("steady_state", DEFAULT_STEADY_S))
+    total = 2 * float(schedule.get("steady_state", DEFAULT_STEADY_S)) + (LOAD_SECONDS if "load" in schedule else 0.0)
     for step in schedule["method"]:
         if "wait" in step:
             total += float(step["wait"])

@@ -1,8 +1,9 @@
 """The smaller schedules the shrinker tries, in the order it tries them: without a fault (and its heal),
-without a feed step, without an untouched cohort, with only the failing checker's checks, with
-shorter waits, fewer clients, a lower feed rate, lower durations and counts in the faults' params,
-the other params back at their defaults, the target's settings back at theirs, and a shorter steady
-state. Each pass gives its candidates from the current schedule; none changes the one it is given."""
+without the Locust load, without a feed step, without an untouched cohort, with only the failing
+checker's checks, with shorter waits, fewer clients and Locust users, a lower feed rate, lower
+durations and counts in the faults' params, the other params back at their defaults, the target's
+settings back at theirs, and a shorter steady state. Each pass gives its candidates from the current
+schedule; none changes the one it is given."""
 
 from __future__ import annotations
 
@@ -31,6 +32,26 @@ def drop_faults(s: Schedule, checker: str | None) -> list[Candidate]:
             new = copy.deepcopy(s)
             new["method"] = [x for j, x in enumerate(s["method"]) if j != i and x.get("heal") != name]
             out.append((f"drop fault {name} ({step['fault']['type']}) and its heal", new))
+    return out
+
+
+def drop_load(s: Schedule, checker: str | None) -> list[Candidate]:
+    """Without the Locust users (and their check, unless it is the failing one)."""
+    if "load" not in s or checker == "load":
+        return []
+    new = copy.deepcopy(s)
+    del new["load"]
+    new["checks"].pop("load", None)
+    return [(f"drop the load ({s['load']['users']} Locust users)", new)] if new["checks"] else []
+
+
+def fewer_users(s: Schedule, checker: str | None) -> list[Candidate]:
+    out = []
+    users = s.get("load", {}).get("users")
+    for value in lower(users, 1, integer=True) if users else []:
+        new = copy.deepcopy(s)
+        new["load"].update(users=value, spawn_rate=value)
+        out.append((f"Locust users {users} -> {value}", new))
     return out
 
 
@@ -210,11 +231,13 @@ def lower(value: float, low: float, integer: bool) -> list[Any]:
 
 PASSES: list[Pass] = [
     drop_faults,
+    drop_load,
     drop_feed_steps,
     drop_cohorts,
     only_failing_checks,
     shorten_waits,
     fewer_clients,
+    fewer_users,
     lower_rates,
     lower_params,
     default_params,

@@ -60,6 +60,7 @@ class Settings:
     target_arg: str | None = None  # the --target given, for the command lines written out
     until_shrunk: int | None = None  # end once this many distinct failures are shrunk (None: run out the budget)
     capacity: float | None = None  # the target's calibrated capacity: feed rates are shares of it
+    load: bool = False  # Locust users in some schedules
 
 
 @dataclass
@@ -83,7 +84,7 @@ class Explorer:
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         self.settings = settings
         self.options = Options(settings.seed, settings.faults, settings.checks, frozenset(settings.target.params),
-                               capacity=settings.capacity)  # fmt: skip
+                               capacity=settings.capacity, load=settings.load)  # fmt: skip
         self.progress = progress
         self.clock = clock
         self.started = clock()
@@ -231,6 +232,7 @@ class Explorer:
             "seed": s.seed,
             "budget_s": s.budget_s,
             "capacity": s.capacity,
+            "load": s.load,
             "repeats": s.repeats,
             "wall_s": round(self.clock() - self.started, 1),
             "stopped_by": self.stopped_by,
