@@ -445,6 +445,8 @@ def test_explore_finds_and_shrinks_a_mutant_and_the_minimal_schedule_fails_on_it
     folder = explore_dir / failure["dir"]
     assert {"original.yaml", "minimal.yaml", "shrink.log"} <= {p.name for p in folder.iterdir()}
     assert "original run 2 of 2: failed the same way" in (folder / "shrink.log").read_text(encoding="utf-8")
+    page = (explore_dir / "index.html").read_text(encoding="utf-8")
+    assert f'id="{failure["dir"]}"' in page and "no_error_logs</b> fail" in page
     again = wschaos("run", str(folder / "minimal.yaml"), "--target", str(target), "--seed", "3",
                     "--out", str(tmp_path / "again"), timeout=60)  # fmt: skip
     assert again.returncode == 1, again.stdout + again.stderr
@@ -476,3 +478,4 @@ def test_ctrl_c_writes_what_was_found_and_exits_130(tmp_path):
     (explore_dir,) = tmp_path.glob("*-explore")
     summary = json.loads((explore_dir / "explore.json").read_text(encoding="utf-8"))
     assert summary["stopped_by"] == "interrupted" and summary["schedules_tried"] == 1
+    assert "Found by explore" in (explore_dir / "index.html").read_text(encoding="utf-8")
