@@ -701,6 +701,24 @@ def test_recovery_fails_when_client_does_not_come_back_in_time() -> None:
     ]
 
 
+def test_recovery_times_a_reconnect_from_the_heal_of_the_fault_that_closed_it() -> None:
+    """A flap healed at 1.2, then a cut from 2 to 5 that closes the client at 4: back at 5.5, it is 0.5 s
+    after the cut's heal (and 4.3 s after the flap's, which had nothing to do with it)."""
+    h = History()
+    connect(h, 0.0, "v-0", "victims")
+    rec(h, 1.0, "fault_start", fault="flap", type="flap", cohort="victims", params={})
+    rec(h, 1.2, "fault_heal", fault="flap", type="flap", cohort="victims")
+    rec(h, 2.0, "fault_start", fault="cut", type="network_cut", cohort="victims", params={})
+    close(h, 4.0, "v-0", "victims", 1006, "error")
+    rec(h, 5.0, "fault_heal", fault="cut", type="network_cut", cohort="victims")
+    connect(h, 5.5, "v-0", "victims", seq=0, epoch="epoch-2")
+    verdict = CHECKERS["recovery"](ctx_for(h, cohorts=VICTIMS), RECOVERY)
+    assert verdict.status == "pass", verdict.summary
+    assert verdict.figures["after_heal_max_s"] == pytest.approx(0.51)  # the init comes 10 ms after the connect
+    late = CHECKERS["recovery"](ctx_for(h, cohorts=VICTIMS), {"cohort": "victims", "within": 0.3})
+    assert late.evidence[0]["fault"] == "cut" and late.evidence[0]["after_heal_s"] == pytest.approx(0.51)
+
+
 def test_recovery_does_not_expect_clients_the_harness_dropped_to_return() -> None:
     h = History()
     connect(h, 0.0, "v-0", "victims")

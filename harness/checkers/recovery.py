@@ -144,7 +144,9 @@ def _reconnects(
         if (conn.close is None and nxt is None) or (conn.close is not None and conn.close.get("by") == "client"):
             continue  # still connected, or the harness dropped it on purpose
         broke = conn.end_t
-        episode = next((e for e in episodes if e.start <= broke <= e.end + within), None)
+        # the fault that began last before the break: a close during a second fault on the cohort is
+        # that fault's, even while the first one's heal is less than ``within`` ago
+        episode = max((e for e in episodes if e.start <= broke <= e.end + within), key=lambda e: e.start, default=None)
         if episode is None:
             continue
         tally["disconnected"] += 1
