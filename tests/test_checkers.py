@@ -456,6 +456,25 @@ def test_eviction_late_is_a_failure_with_the_time() -> None:
     assert verdict.figures["evicted_after_s"] == pytest.approx(8.0)
 
 
+@pytest.mark.parametrize(("paused", "status"), [((2.0, 5.0), "pass"), ((2.0, 3.0), "fail"), (None, "fail")])
+def test_eviction_bound_grows_by_the_time_the_scenario_had_the_target_paused(paused, status) -> None:
+    """Evicted 4.6 s after the cut with a 3 s bound: in time when the target was paused for 3 s of it, late
+    when it was paused for 1 s (or not at all)."""
+    h = eviction_history([(1.5, 4), (5.6, 2), (6.0, 2)], stuck_close_t=None)
+    if paused is not None:
+        rec(h, paused[0], "target", event="paused", pid=1, code=None)
+        rec(h, paused[1], "target", event="resumed", pid=1, code=None)
+    rec(h, 9.0, "target", event="stopping", pid=1, code=None)  # the end of the run: adds nothing
+    h.records.sort(key=lambda r: r["t"])
+    verdict = CHECKERS["eviction"](ctx_for(h), {"cohort": "victims", "within": 3.0})
+    assert verdict.status == status, verdict.summary
+    away = 0.0 if paused is None else paused[1] - paused[0]
+    assert verdict.figures["within_s"] == pytest.approx(3.0 + away)
+    assert verdict.figures.get("away_s", 0.0) == pytest.approx(away)
+    if away:
+        assert f"{away:.2f}s of it while the target was away" in verdict.summary
+
+
 def test_eviction_unreliable_when_metrics_stop_early() -> None:
     h = eviction_history([(1.5, 4)])
     verdict = CHECKERS["eviction"](ctx_for(h), {"cohort": "victims", "within": 5.0})

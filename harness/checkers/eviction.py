@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ from harness.checkers.base import (
     Figures,
     Record,
     Verdict,
+    Window,
     cap_evidence,
     did_not_bite,
     hits,
@@ -69,7 +71,9 @@ def check_eviction(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
         return Verdict.unknown("eviction", DID_NOT_BITE, why, [{"cohort": cohort, "problem": "no victim"}])
     filled = _filled(ctx, cohort)
     t0 = max(_arrived(ctx, victims, t0), filled)
-    case = Eviction(cohort, t0, trigger, within, victims, _heal_after(ctx, cohort, t0), path_filled=filled > 0)
+    away = _away_within(ctx.down_windows, t0, within)
+    case = Eviction(cohort, t0, trigger, within + away, victims, _heal_after(ctx, cohort, t0), path_filled=filled > 0,
+                    away=away)  # fmt: skip
     watched = _watched(ctx, victims)
     ends = {**_seen_ended(ctx, case, watched), **_server_ends(ctx, victims)}
     if len(ends) == len(victims):  # each victim's own socket says it: no registry count needed
@@ -82,7 +86,7 @@ def check_eviction(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
         return _held_until_heal(case, sorted(held)) if unfilled is None else _not_due(unfilled)
     kept = _kept_connections(ctx, case, samples)
     timeline = [_registry_point(ctx, case, s, opts["expected"], kept) for s in samples if s["t"] >= t0]
-    figures: Figures = {"t0": rounded(t0), "within_s": within, "samples": len(timeline), "victims": len(case.victims)}
+    figures: Figures = {**case.figures(), "samples": len(timeline)}
     done = next((p for p in timeline if _evicted(p)), None)
     if done is not None:
         return _eviction_done(ctx, case, done, timeline, figures)
@@ -103,6 +107,15 @@ class Eviction:
     victims: frozenset[str]
     heal_t: float | None = None  # when the harness healed the fault (closing what it still held)
     path_filled: bool = False  # t0 is when the fault's send path filled
+    away: float = 0.0  # seconds of the bound while the target was away (paused, killed): ``within`` includes them
+
+    def figures(self) -> Figures:
+        out: Figures = {"t0": rounded(self.t0), "within_s": self.within, "victims": len(self.victims)}
+        return {**out, "away_s": rounded(self.away)} if self.away else out
+
+    def bound(self) -> str:
+        extra = f", {self.away:.2f}s of it while the target was away" if self.away else ""
+        return f"bound {self.within:g}s{extra}"
 
     def describe(self) -> str:
         return f"{len(self.victims)} client(s) of cohort {self.cohort!r} hit by {self.trigger} at t={self.t0:.2f}s"
@@ -112,6 +125,19 @@ class Eviction:
         send path (stuck_reader, slow_consumer) heals itself ``hold`` seconds after the path filled: the
         scenario chose that hold as the time the target has, so it is not early."""
         return not self.path_filled and self.heal_t is not None and self.heal_t < self.t0 + self.within
+
+
+def _away_within(windows: list[Window], t0: float, within: float) -> float:
+    """Seconds the target was away (paused, or killed until it was ready again) after ``t0`` within the
+    bound, which grows by them: a target cannot evict while it is away. An absence it did not come back
+    from (the stop at the end) adds nothing: what it did before then is what is judged."""
+    away = 0.0
+    for w in sorted(windows, key=lambda w: w.start):
+        if w.start >= t0 + within + away:
+            break
+        if t0 < w.end < math.inf:
+            away += w.end - max(w.start, t0)
+    return away
 
 
 def _eviction_start(ctx: CheckContext, cohort: str) -> tuple[float | None, str]:
@@ -175,13 +201,12 @@ def _ended_by_server(case: Eviction, ends: dict[str, Record]) -> Verdict:
     states = ", ".join(sorted({str(r.get("state")) for r in ends.values()}))
     how = (f"the target ended its side of every victim's connection by t={last['t']:.2f}s (its socket "
            f"{states}: seen in /proc/net/tcp or by the victim while the harness still held it)")  # fmt: skip
-    figures: Figures = {"t0": rounded(case.t0), "within_s": case.within, "victims": len(case.victims),
-                        "evicted_after_s": rounded(took)}  # fmt: skip
+    figures: Figures = {**case.figures(), "evicted_after_s": rounded(took)}
     if took <= case.within:
-        return Verdict("eviction", PASS, f"{case.describe()} evicted after {took:.2f}s (bound {case.within:g}s): {how}",
+        return Verdict("eviction", PASS, f"{case.describe()} evicted after {took:.2f}s ({case.bound()}): {how}",
                        [], figures)  # fmt: skip
     evidence = cap_evidence([{**r, "problem": "ended late"} for r in ends.values()])
-    summary = f"{case.describe()} evicted only after {took:.2f}s (bound {case.within:g}s): {how}"
+    summary = f"{case.describe()} evicted only after {took:.2f}s ({case.bound()}): {how}"
     return Verdict("eviction", FAIL, summary, evidence, figures)
 
 
@@ -327,17 +352,17 @@ def _eviction_done(
         return Verdict("eviction", FAIL, summary, evidence, figures)
     how = f"evicted by the server by t={done['t']:.2f}s ({seen.describe()})"
     if took <= case.within:
-        summary = f"{case.describe()} left the registry after {took:.2f}s (bound {case.within:g}s): {how}"
+        summary = f"{case.describe()} left the registry after {took:.2f}s ({case.bound()}): {how}"
         return Verdict("eviction", PASS, summary, [], figures)
     evidence = cap_evidence([p for p in timeline if p["t"] <= done["t"]])
     evidence += _still_connected(ctx, case, case.t0 + case.within)
-    summary = f"{case.describe()} left the registry only after {took:.2f}s (bound {case.within:g}s): {how}"
+    summary = f"{case.describe()} left the registry only after {took:.2f}s ({case.bound()}): {how}"
     left = next((p for p in timeline if p["registry"] <= p["expected_at_most"]), None)
     if left is not None and left["t"] < done["t"] and left.get("old_connections") is not None:
         summary = (f"{case.describe()} left the registry after {left['t'] - case.t0:.2f}s, but the target kept "
                    f"{left['old_connections'] - left['old_expected_at_most']} more connection(s) than the clients "
                    f"it should keep open (ESTABLISHED in its socket table) until t={done['t']:.2f}s, "
-                   f"{took:.2f}s after the fault (bound {case.within:g}s): {how}")  # fmt: skip
+                   f"{took:.2f}s after the fault ({case.bound()}): {how}")  # fmt: skip
     return Verdict("eviction", FAIL, summary, evidence, figures)
 
 
