@@ -114,8 +114,9 @@ class Eviction:
         return {**out, "away_s": rounded(self.away)} if self.away else out
 
     def bound(self) -> str:
-        extra = f", {self.away:.2f}s of it while the target was away" if self.away else ""
-        return f"bound {self.within:g}s{extra}"
+        if not self.away:
+            return f"bound {self.within:g}s"
+        return f"bound {self.within:.2f}s, {self.away:.2f}s of it while the target was away"
 
     def describe(self) -> str:
         return f"{len(self.victims)} client(s) of cohort {self.cohort!r} hit by {self.trigger} at t={self.t0:.2f}s"
