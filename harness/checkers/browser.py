@@ -214,8 +214,9 @@ def _page_episode(
             delays.append(delay)
     last = after[-1]
     if last.get("epoch") != back.get("epoch") or (last.get("lastSeq") or 0) <= (back.get("lastSeq") or 0):
-        problems.append({**base, "problem": "live feed did not resume", "last_seq_back": back.get("lastSeq"),
-                         "last_seq_end": last.get("lastSeq"), "state": last.get("state"), "t": last["t"]})  # fmt: skip
+        problems.append({**base, "problem": "live feed did not resume", "back_t": back["t"],
+                         "last_seq_back": back.get("lastSeq"), "last_seq_end": last.get("lastSeq"),
+                         "state": last.get("state"), "connects": last.get("connects"), "t": last["t"]})  # fmt: skip
     return problems
 
 
