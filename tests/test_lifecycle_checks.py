@@ -123,6 +123,36 @@ def test_eviction_a_suspect_still_on_its_hit_connection_is_not_counted() -> None
     assert verdict.status == "fail", verdict.summary
 
 
+
+def lag_history(other_closes_at: float | None) -> History:
+    """A slow_close (2 s) on another cohort's client, then a cut of the victims; the registry drops to 2."""
+    h = History()
+    for client, cohort in (("g-0", "good"), ("o-0", "other"), ("v-0", "victims")):
+        connect(h, 0.0, client, cohort)
+    rec(h, 0.5, "fault_start", fault="sc", type="slow_close", cohort="other", params={"delay": 2000})
+    rec(h, 1.0, "fault_start", fault="cut", type="network_cut", cohort="victims", params={})
+    for t, size in ((1.5, 3), (2.0, 2), (3.0, 2), (4.5, 2)):
+        rec(h, t, "metrics", clients=size, values={})
+    if other_closes_at is not None:
+        close(h, other_closes_at, "o-0", "other", None, "error")
+    for client, cohort in (("g-0", "good"), ("o-0", "other"), ("v-0", "victims")):
+        close(h, 9.0, client, cohort, 1000, "client")
+    return h
+
+
+@pytest.mark.parametrize(("other_closes_at", "status"), [(None, "pass"), (3.5, "fail")])
+def test_eviction_a_client_a_slow_close_hit_counts_while_its_connection_outlasts_the_delay(
+    other_closes_at: float | None, status: str
+) -> None:
+    """slow_close only delays a close: a client it hit that kept its connection the delay (and a margin)
+    past a sample was in the registry rightly then. One whose connection ended within that time may have
+    been dropped by the target at the sample, so it still cannot vouch for the count."""
+    h = lag_history(other_closes_at)
+    cohorts = {name: CohortInfo(name, 1, "probe") for name in ("good", "other", "victims")}
+    verdict = CHECKERS["eviction"](ctx_for(h, cohorts=cohorts), {"cohort": "victims", "within": 3.0})
+    assert verdict.status == status, verdict.summary
+
+
 # -- leaks ---------------------------------------------------------------------------------------
 
 

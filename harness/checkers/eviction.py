@@ -306,7 +306,8 @@ def _suspects(ctx: CheckContext, since: float, t: float) -> frozenset[str]:
     """Victims of every fault started by ``t`` and not healed before ``since`` (when the case's own
     fault hit), in any cohort, while the connection it hit lasts. Counts alone cannot tell whose entry
     the server dropped, so a client another fault hit is not counted as rightly connected: otherwise
-    one cohort's eviction could pass for another's. A fault healed before the case began has settled:
+    one cohort's eviction could pass for another's (except where the fault only delays the close by a
+    known time: see ``CLOSE_LAG_MS``). A fault healed before the case began has settled:
     the clients it hit that are still connected are counted like any other (a healed latency fault
     never dropped them), and once a client has reconnected, its new connection counts too."""
     healed = {r.get("fault"): r["t"] for r in ctx.history.of("fault_heal")}
@@ -314,8 +315,30 @@ def _suspects(ctx: CheckContext, since: float, t: float) -> frozenset[str]:
     for fault in ctx.history.of("fault_start"):
         if fault["t"] <= t and fault.get("cohort") and healed.get(fault.get("fault"), t) >= since:
             hit = _victims(ctx, fault["cohort"], fault["t"])
-            found |= {c for c in hit if not _reconnected(ctx, c, fault["t"], t)}
+            lag = _close_lag(fault)
+            found |= {c for c in hit if not _reconnected(ctx, c, fault["t"], t)
+                      and (lag is None or not _still_open(ctx, c, t, lag))}  # fmt: skip
     return frozenset(found)
+
+
+# Faults that only delay what crosses the link, the target's close included, by a bounded time, and
+# drop nothing. A client one of them hit that still held the same connection that long after a sample
+# was not dropped by the target at the sample: it is counted as rightly connected, not as a suspect.
+CLOSE_LAG_MS = {
+    "latency": lambda p: float(p.get("latency") or 0) + float(p.get("jitter") or 0),
+    "slow_close": lambda p: float(p.get("delay") or 0),
+}
+CLOSE_LAG_MARGIN_S = 0.5  # the proxy's and the client's own turn-around on a loaded machine
+
+
+def _close_lag(fault: Record) -> float | None:
+    lag_ms = CLOSE_LAG_MS.get(str(fault.get("type")))
+    return None if lag_ms is None else lag_ms(fault.get("params") or {}) / 1000 + CLOSE_LAG_MARGIN_S
+
+
+def _still_open(ctx: CheckContext, client: str, t: float, lag: float) -> bool:
+    """Whether the connection ``client`` held at ``t`` was still open, as the client saw it, at ``t + lag``."""
+    return any(t in w and t + lag in w for w in ctx.intervals.get(client, []))
 
 
 def _sockets_kept(case: Eviction, dropped: dict[str, Any], timeline: list[dict[str, Any]], figures: Figures) -> Verdict:
