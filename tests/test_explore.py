@@ -143,6 +143,29 @@ def test_external_targets_get_no_process_faults():
     assert all(not FAULTS[f].needs_process for f in usable)
 
 
+def test_opt_in_faults_are_drawn_only_when_named_and_bring_what_they_rely_on():
+    from harness.errors import HarnessError
+    from harness.explore.ranges import OPT_IN
+    from wschaos.explore_cmd import choose_faults
+
+    usable, left_out = explorable(external=False)
+    for name in ("log_rotation", "malformed_input"):
+        assert name not in usable and left_out[name].startswith(OPT_IN)
+    assert choose_faults("log_rotation,latency", usable, left_out) == ("log_rotation", "latency")
+    assert choose_faults(None, usable, left_out) == tuple(usable)
+    with pytest.raises(HarnessError, match="--faults: server_down cannot be explored: no ranges declared"):
+        choose_faults("server_down", usable, left_out)
+    rotating = [generate(options(faults=("log_rotation",)), i) for i in range(20)]
+    for i, schedule in enumerate(rotating):
+        parse(copy.deepcopy(schedule), f"schedule {i}")
+        assert schedule["feed"]["split_lines"] is True  # a half-written line at each rotation
+        assert schedule["checks"]["no_error_logs"] == {"allow": ["truncated while not followed"]}
+        assert "recovery@steady" in schedule["checks"]
+    assert any(f["params"].get("down") for s in rotating for f in fault_steps(s))
+    bad = [generate(options(faults=("malformed_input",)), i) for i in range(20)]
+    assert all("split_lines" not in s["feed"] and s["checks"]["no_error_logs"] == {} for s in bad)
+
+
 def test_the_ranges_name_real_params_of_the_right_kind():
     for fault_type, ranges in TABLE.items():
         defaults = FAULTS[fault_type].defaults

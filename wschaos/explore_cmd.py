@@ -16,7 +16,7 @@ from harness import __version__
 from harness.capacity import lookup
 from harness.checkers import CHECKERS
 from harness.errors import HarnessError
-from harness.explore.ranges import explorable
+from harness.explore.ranges import OPT_IN, explorable
 from harness.explore.session import Explorer, Settings, clock_text
 from harness.targetspec import bundled_monitor, load_target
 from harness.toxiproxy import running_toxiproxy
@@ -121,11 +121,12 @@ def choose_faults(text: str | None, usable: list[str], left_out: dict[str, str])
     names = split_names(text)
     if not names:
         raise HarnessError("--faults: give at least one fault type")
+    opt_in = {f for f, why in left_out.items() if why.startswith(OPT_IN)}
     for name in names:
-        if name in left_out:
+        if name in left_out and name not in opt_in:
             raise HarnessError(f"--faults: {name} cannot be explored: {left_out[name]}")
-        if name not in usable:
-            raise HarnessError(f"--faults: unknown fault type {name!r}; known: {', '.join(usable)}")
+        if name not in usable and name not in opt_in:
+            raise HarnessError(f"--faults: unknown fault type {name!r}; known: {', '.join(sorted({*usable, *opt_in}))}")
     return tuple(dict.fromkeys(names))
 
 

@@ -115,7 +115,7 @@ def draw(rng: random.Random, options: Options, index: int) -> dict[str, Any]:
         schedule["target"] = target
     schedule.update({
         "cohorts": cohorts,
-        "feed": {"rate": rate},
+        "feed": {"rate": rate, **{k: v for f in faults for k, v in f.range.feed.items()}},
         "steady_state": round(rng.uniform(0.5, 1.0), 1),
         "timeout": TIMEOUT_S,
         "method": method(rng, faults, rate, options.capacity),

@@ -45,11 +45,15 @@ class FaultRange:
     shrink_low: frozenset[str] = frozenset()  # params the shrinker lowers (durations, counts) instead of resetting
     terminal: bool = False  # ends the run (nothing may follow it)
     feed_at_least: float = 0.0  # the feed rate it needs to bite quickly
+    feed: dict[str, Any] = field(default_factory=dict)  # feed settings it relies on
+    # drawn only when --faults names it, and why: its needs would change every default schedule
+    opt_in: str | None = None
     # seconds it adds to the run beyond its scheduled waits (cycles, a restart, filling buffers), from its
     # params with the defaults filled in: an estimate, for the budget
     seconds: Callable[[dict[str, Any]], float] = lambda params: 0.0
 
 
+OPT_IN = "drawn only when --faults names it"
 EVICTION = "eviction@{cohort}"
 RECOVERY = "recovery@{cohort}"
 
@@ -127,6 +131,27 @@ TABLE: dict[str, FaultRange] = {
         seconds=lambda p: p["restart_after"] + 1.5,
     ),
     "server_pause": FaultRange(params={}, duration=(0.5, 2.0), cohort=None),
+    "log_rotation": FaultRange(
+        params={"mode": ["rename", "copytruncate"], "times": (1, 3), "interval": (0.3, 1.0), "down": [False, True]},
+        duration=(0.0, 0.5),  # its start returns once the files are rotated (and the target is back)
+        cohort=None,
+        feed={"split_lines": True},  # a half-written last line at every rotation
+        checks=(
+            ("no_error_logs", {"allow": ["truncated while not followed"]}),
+            ("recovery@steady", {"cohort": "steady", "within": 5}),
+        ),
+        shrink_low=frozenset({"times", "interval"}),
+        seconds=lambda p: p["times"] * (p["interval"] + (2.0 if p["down"] else 0.0)),
+        opt_in="it writes the feed's lines in two pieces, a feed no other fault uses",
+    ),
+    "malformed_input": FaultRange(
+        params={"clients": (1, 4), "pause": (0.1, 0.5), "nesting": [0, 5000]},
+        duration=(0.5, 2.0),
+        cohort=None,
+        shrink_low=frozenset({"clients"}),
+        seconds=lambda p: p["clients"] * (p["pause"] + p["read_s"]),
+        opt_in="it judges the server's handling of bad input, not its delivery under faults",
+    ),
     "server_stop": FaultRange(
         params={"timeout": (3.0, 10.0)},
         duration=None,
@@ -159,13 +184,17 @@ def fault_range(fault_type: str) -> FaultRange | None:
 
 
 def explorable(external: bool) -> tuple[list[str], dict[str, str]]:
-    """The fault types the generator may use, and each left out with why."""
+    """The fault types the generator uses by default, and each left out with why (one left out only
+    because it is opt-in may still be named in ``--faults``)."""
     usable, left_out = [], {}
     for fault_type in sorted(FAULTS):
-        if fault_range(fault_type) is None:
+        ranges = fault_range(fault_type)
+        if ranges is None:
             left_out[fault_type] = "no ranges declared (harness/explore/ranges.py or the fault's `ranges`)"
         elif external and FAULTS[fault_type].needs_process:
             left_out[fault_type] = "needs the target's process: the target is external"
+        elif ranges.opt_in:
+            left_out[fault_type] = f"{OPT_IN}: {ranges.opt_in}"
         else:
             usable.append(fault_type)
     return usable, left_out
