@@ -3,7 +3,7 @@ named), then its first failure's minimal.yaml re-run N times; prints the README'
 time to the first failure, schedules tried, faults before and after shrinking, shrink time, re-runs failed).
 
 Usage: .venv/bin/python scripts/explore_mutants.py [--budget 10m] [--seed 1] [--reruns 5] [--until-shrunk]
-[MUTANT ...] (default: every mutant in tests/mutants). Writes runs/explore-mutants-<time>/ and
+[--faults TYPES] [MUTANT ...] (default: every mutant in tests/mutants). Writes runs/explore-mutants-<time>/ and
 mutants-table.markdown there. ``--until-shrunk`` ends each explore once a failure is shrunk (every
 column but "schedules tried" is the same; that one then counts up to the shrunk failure).
 ``--from FOLDER`` builds the table from the explores already in FOLDER (no new explore).
@@ -29,11 +29,12 @@ from tests.mutants.matrix import CAUGHT_BY, mutant_target_file  # noqa: E402
 WSCHAOS = [sys.executable, "-m", "wschaos"]
 
 
-def explore(mutant: str, folder: Path, budget: str, seed: int, until_shrunk: bool) -> dict:
+def explore(mutant: str, folder: Path, budget: str, seed: int, until_shrunk: bool, faults: str | None) -> dict:
     target = mutant_target_file(mutant, folder)
     out = folder / mutant
     command = [*WSCHAOS, "explore", "--target", str(target), "--budget", budget, "--seed", str(seed), "--out", str(out)]
     command += ["--until-shrunk", "1"] if until_shrunk else []
+    command += ["--faults", faults] if faults else []
     with (folder / f"{mutant}.log").open("w", encoding="utf-8") as log:
         subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False)
     return stored(mutant, folder)
@@ -90,6 +91,7 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--reruns", type=int, default=5)
     p.add_argument("--until-shrunk", action="store_true", help="end each explore once a failure is shrunk")
+    p.add_argument("--faults", default=None, help="passed on to explore (to name opt-in fault types)")
     p.add_argument("--from", dest="done", type=Path, default=None, help="a folder of earlier explores to tabulate")
     args = p.parse_args()
     unknown = sorted(set(args.mutants) - set(CAUGHT_BY))
@@ -103,7 +105,7 @@ def main() -> int:
         if args.done:
             summary = stored(mutant, folder)
         else:
-            summary = explore(mutant, folder, args.budget, args.seed, args.until_shrunk)
+            summary = explore(mutant, folder, args.budget, args.seed, args.until_shrunk, args.faults)
         pick = chosen(summary)
         failed = reruns(summary, pick, args.reruns, args.seed) if pick else None
         lines.append(row(mutant, summary, failed, args.reruns))
