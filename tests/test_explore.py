@@ -392,6 +392,13 @@ async def explore_with_fake_runs(folder: Path) -> tuple[Explorer, list[dict[str,
     return explorer, tried
 
 
+def test_the_coverage_counts_the_load_check_when_there_is_load(tmp_path):
+    for load, wanted in ((False, set()), (True, {"load"})):
+        settings = Settings(bundled_monitor(), tmp_path, 60.0, 1, ("latency",), load=load)
+        checkers = Explorer(settings, progress=lambda line: None).checkers()
+        assert {"no_error_logs", "delivery"} <= set(checkers) and set(checkers) & {"load"} == wanted
+
+
 async def test_until_shrunk_ends_the_exploration_once_that_many_failures_are_shrunk(tmp_path):
     explorer, tried = await explore_with_fake_runs(tmp_path)
     summary = explorer.summary()

@@ -219,6 +219,7 @@ class Explorer:
         for fault_type in self.settings.faults:
             ranges = fault_range(fault_type)
             names += [checker_name(n) for n, _ in ranges.checks] if ranges else []
+        names += ["load"] if self.settings.load else []
         allowed = self.settings.checks
         return [n for n in dict.fromkeys(names) if allowed is None or n in allowed]
 
