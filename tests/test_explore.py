@@ -160,7 +160,6 @@ def test_opt_in_faults_are_drawn_only_when_named_and_bring_what_they_rely_on():
         parse(copy.deepcopy(schedule), f"schedule {i}")
         assert schedule["feed"]["split_lines"] is True  # a half-written line at each rotation
         assert schedule["checks"]["no_error_logs"] == {"allow": ["truncated while not followed"]}
-        assert "recovery@steady" in schedule["checks"]
     assert any(f["params"].get("down") for s in rotating for f in fault_steps(s))
     bad = [generate(options(faults=("malformed_input",)), i) for i in range(20)]
     assert all("split_lines" not in s["feed"] and s["checks"]["no_error_logs"] == {} for s in bad)
