@@ -197,6 +197,15 @@ def test_leaks_judge_the_process_alone_without_gauges() -> None:
     assert verdict.status == "fail" and "tasks_before" not in verdict.figures
 
 
+def test_leaks_unknown_when_the_target_restarted_between_the_baseline_and_the_end() -> None:
+    """A restarted process starts afresh: its figures after say nothing about what the first one kept."""
+    h = leak_history({"num_fds": 40})
+    rec(h, 5.0, "target", event="started", pid=2, code=None)
+    verdict = leaks(h)
+    assert (verdict.status, verdict.unknown_reason) == ("unknown", "unreliable"), verdict.summary
+    assert "restarted at t=5.00s" in verdict.summary
+
+
 def test_leaks_not_applicable_without_pid_or_gauges() -> None:
     h = History()
     rec(h, 1.0, "metrics", clients=None, values={})

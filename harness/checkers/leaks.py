@@ -63,6 +63,12 @@ def check_leaks(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
     if not before or not after:
         why = f"no metrics samples in the {window:g}s before the fault or at the end of the steady state after it"
         return Verdict.unknown("leaks", UNRELIABLE, why, [], {"before": len(before), "after": len(after)})
+    starts = [r for r in ctx.history.of("target") if r.get("event") == "started"]
+    restarts = [r for r in starts if before[0]["t"] < r["t"] <= after[-1]["t"]]
+    if restarts:
+        why = (f"the target restarted at t={restarts[0]['t']:.2f}s, between the baseline and the end: the figures "
+               "after are another process's")  # fmt: skip
+        return Verdict.unknown("leaks", UNRELIABLE, why, [{"problem": "target restarted", "t": restarts[0]["t"]}])
     return _judge(opts, before, after)
 
 
