@@ -149,7 +149,7 @@ def test_opt_in_faults_are_drawn_only_when_named_and_bring_what_they_rely_on():
     from wschaos.explore_cmd import choose_faults
 
     usable, left_out = explorable(external=False)
-    for name in ("log_rotation", "malformed_input"):
+    for name in ("log_rotation", "malformed_input", "stuck_churn"):
         assert name not in usable and left_out[name].startswith(OPT_IN)
     assert choose_faults("log_rotation,latency", usable, left_out) == ("log_rotation", "latency")
     assert choose_faults(None, usable, left_out) == tuple(usable)

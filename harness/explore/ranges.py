@@ -142,6 +142,17 @@ TABLE: dict[str, FaultRange] = {
         seconds=lambda p: p["times"] * (p["interval"] + (2.0 if p["down"] else 0.0)),
         opt_in="it writes the feed's lines in two pieces, a feed no other fault uses",
     ),
+    "stuck_churn": FaultRange(
+        params={"waves": (2, 4), "clients": (2, 6), "wait": (2.0, 4.0)},
+        duration=(0.0, 0.5),  # its heal waits for the waves to end
+        cohort=CohortWant(EMPTY, (0, 0)),
+        target={"heartbeat": 2, "send_timeout": 0.5, "queue_size": 8},
+        checks=(("leaks", {"cohort": "{cohort}"}),),
+        shrink_low=frozenset({"waves", "clients", "wait"}),
+        feed_at_least=1000,  # so that each wave falls behind and is evicted within its wait
+        seconds=lambda p: p["waves"] * p["wait"],
+        opt_in="it needs a feed of 1,000 events a second, which would change every default schedule",
+    ),
     "malformed_input": FaultRange(
         params={"clients": (1, 4), "pause": (0.1, 0.5), "nesting": [0, 5000]},
         duration=(0.5, 2.0),
