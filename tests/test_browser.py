@@ -63,7 +63,12 @@ async def test_browser_scenario_holds_on_the_monitor(name: str, toxiproxy: Toxip
     scenario = load(discover([name])[0])
     assert not scenario.core, "browser scenarios stay out of the core suite"
     result = await run_scenario(scenario, bundled_monitor(), toxiproxy, tmp_path / name, seed=11)
-    assert result.status == "pass", describe(result)
+    # A slow link fills only once Toxiproxy's and the kernel's buffers do, and the kernel sizes those to
+    # the traffic before the fault: on a loaded machine the burst may not fill them, and eviction then
+    # says honestly that its fault did not bite. Nothing may fail, and the pages must be judged and pass.
+    unbitten = {v.checker for v in result.verdicts if v.status == "unknown" and v.unknown_reason == "did_not_bite"}
+    held = all(v.status == "pass" or v.checker in unbitten for v in result.verdicts)
+    assert result.error is None and held and "browser" not in unbitten, describe(result)
     verdict = next(v for v in result.verdicts if v.checker == "browser")
     pages = next(c.clients for c in scenario.cohorts if c.kind == "browser")
     assert verdict.figures["pages"] == pages and verdict.figures["reconnected"] == pages, verdict.figures
@@ -293,6 +298,28 @@ def test_seqs_the_server_said_to_skip_are_not_a_gap() -> None:
     page.connects += 1
     page.last = 50  # resync_required: the page jumps to the server's seq
     page.sample(3.2, "resyncing", got=[51])
+    page.sample(3.6, got=[52, 53])
+    page.finish(3.7)
+    verdict = judged(h)
+    assert verdict.status == "pass", verdict.evidence
+
+
+def test_a_resync_excuses_an_older_gap_the_page_gave_up_with_it() -> None:
+    """The page came back once through a link still slow and got 20 with 6..19 missing; its next return
+    was told to resync to 50: it dropped 6..19 with the rest and reloaded, so they are not due."""
+    h = History()
+    page = Page(h)
+    page.sample(1.0, got=list(range(1, 6)))
+    page.rec(2.0, "fault_start", fault="slow", type="slow_consumer", cohort="browser", params={})
+    page.sample(2.5, "reconnecting")
+    page.connects += 1
+    page.sample(2.8, got=[20])
+    page.gaps = 1
+    page.sample(3.0, "reconnecting")
+    page.rec(3.1, "fault_heal", fault="slow", type="slow_consumer", cohort="browser")
+    page.connects += 1
+    page.last = 50
+    page.sample(3.3, "resyncing", got=[51])
     page.sample(3.6, got=[52, 53])
     page.finish(3.7)
     verdict = judged(h)

@@ -54,9 +54,9 @@ def check_browser(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
     the first one the page was due (the ``lastSeq`` + 1 of its first sample in that epoch when no batch of
     the epoch had come yet, which is the init's seq + 1; else the lowest received) to the highest received
     must have been received (``gaps`` may count a gap the page detected; the resume must fill it), except
-    the seqs the server told the page to skip: for each run of "resyncing" samples, those above the
-    highest seq received before the sample preceding the run and at most the ``lastSeq`` of the run's
-    first sample. The page's ``duplicates`` must not exceed ``max_duplicates``.
+    the seqs a resync told the page to give up: for each run of "resyncing" samples, every seq at most the
+    ``lastSeq`` of the run's first sample (the page drops what it still missed, an older gap too, and
+    reloads). The page's ``duplicates`` must not exceed ``max_duplicates``.
 
     No script error: every ``browser_error`` of the cohort from the page (uncaught errors, crashes, console
     errors, entries of ``window.wschaos.errors``) fails the check unless an ``allow_errors`` pattern matches
@@ -247,7 +247,7 @@ def _page_coverage(
         got = set(mine)
         low = min([*mine, _epoch_floor(samples, epochs, epoch)])
         missing = [s for s in range(low, max(mine) + 1) if s not in got]
-        excused = _resync_excuses(samples, seqs, epochs, epoch)
+        excused = _resync_excuses(samples, epoch)
         unfilled = [s for s in missing if not any(lo < s <= hi for lo, hi in excused)]
         if unfilled:
             tally["unfilled"] += len(unfilled)
@@ -285,7 +285,7 @@ def _seq_epochs(samples: list[Record], count: int) -> list[Any]:
     return epochs + [samples[-1].get("epoch")] * (count - len(epochs))
 
 
-def _resync_excuses(samples: list[Record], seqs: list[int], epochs: list[Any], epoch: Any) -> list[tuple[int, int]]:
+def _resync_excuses(samples: list[Record], epoch: Any) -> list[tuple[int, int]]:
     """(lo, hi] ranges the server told the page to skip: one per run of "resyncing" samples in ``epoch``."""
     ranges = []
     for i, sample in enumerate(samples):
@@ -293,10 +293,9 @@ def _resync_excuses(samples: list[Record], seqs: list[int], epochs: list[Any], e
             continue
         if i > 0 and samples[i - 1].get("state") == "resyncing":
             continue
-        had = int(samples[i - 1].get("received") or 0) if i > 0 else 0
-        earlier = [s for s, e in zip(seqs[:had], epochs[:had], strict=True) if e == epoch]
-        lo = max(earlier, default=-1)
+        # The page drops what it was still missing, an older gap included, and reloads: nothing at or
+        # below the server's seq is due any more.
         hi = sample.get("lastSeq")
-        if isinstance(hi, int) and hi > lo:
-            ranges.append((lo, hi))
+        if isinstance(hi, int):
+            ranges.append((-1, hi))
     return ranges
