@@ -21,7 +21,7 @@ import yaml
 from harness.checkers import Verdict
 from harness.explore.generate import MAX_SECONDS, Options, generate, planned_seconds
 from harness.explore.ranges import TABLE, explorable, fault_range
-from harness.explore.reduce import default_target, drop_cohorts, lower
+from harness.explore.reduce import default_target, drop_cohorts, lower, lower_rates
 from harness.explore.session import Explorer, Settings
 from harness.explore.shrink import Shrinker
 from harness.explore.signature import Signature, first_failure, reason_class, signature
@@ -334,6 +334,10 @@ def test_lower_values_and_dropping_a_cohort_with_its_checks():
     assert lower(1, 1, integer=True) == []
     assert lower(2.0, 0.0, integer=False) == [0.0, 1.0]
     assert lower(0.15, 0.1, integer=False) == []
+    rates = {what for what, _ in lower_rates({**BIG, "feed": {"rate": 499}, "method": [{"feed_rate": 60}]}, None)}
+    # a rate is lowered by a tenth of it at least, never to one event a second less
+    assert rates == {"feed rate 499 -> 20/s", "feed rate 499 -> 259/s", "step 0: feed_rate 60 -> 20",
+                     "step 0: feed_rate 60 -> 40"}  # fmt: skip
     no_faults = {**BIG, "method": [{"wait": 1}]}
     dropped = {what: s for what, s in drop_cohorts(no_faults, None)}
     c2 = dropped["drop cohort c2 (3 clients) and its checks"]

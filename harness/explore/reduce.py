@@ -20,6 +20,7 @@ Candidate = tuple[str, Schedule]  # what changed, and the schedule with the chan
 Pass = Callable[[Schedule, "str | None"], list[Candidate]]
 
 MIN_RATE = 20  # events a second: the feed never goes below this
+RATE_STEP_SHARE = 0.1
 MIN_STEADY = 0.2
 MIN_STEP = 0.1  # seconds: waits and float params are not shortened by less
 
@@ -133,13 +134,13 @@ def lower_rates(s: Schedule, checker: str | None) -> list[Candidate]:
     out = []
     rate = s.get("feed", {}).get("rate")
     if isinstance(rate, int | float):
-        for value in lower(rate, MIN_RATE, integer=True):
+        for value in lower(rate, MIN_RATE, integer=True, min_step=rate_step(rate)):
             new = copy.deepcopy(s)
             new["feed"]["rate"] = value
             out.append((f"feed rate {rate} -> {value}/s", new))
     for i, step in enumerate(s["method"]):
         if "feed_rate" in step:
-            for value in lower(step["feed_rate"], MIN_RATE, integer=True):
+            for value in lower(step["feed_rate"], MIN_RATE, integer=True, min_step=rate_step(step["feed_rate"])):
                 new = copy.deepcopy(s)
                 new["method"][i]["feed_rate"] = value
                 out.append((f"step {i}: feed_rate {step['feed_rate']} -> {value}", new))
@@ -216,17 +217,23 @@ def shorten_steady(s: Schedule, checker: str | None) -> list[Candidate]:
     return out
 
 
-def lower(value: float, low: float, integer: bool) -> list[Any]:
-    """Values below ``value`` to try, smallest first: ``low``, halfway, and for integers one less; a
-    float is not lowered by less than MIN_STEP."""
+def lower(value: float, low: float, integer: bool, min_step: float | None = None) -> list[Any]:
+    """Values below ``value`` to try, smallest first: ``low``, halfway, and for integers one less; none
+    closer to ``value`` than ``min_step`` (default: 1 for integers, MIN_STEP for floats)."""
     if value <= low:
         return []
     if integer:
         tries = [int(low), (int(low) + int(value)) // 2, int(value) - 1]
     else:
         tries = [low, round((low + value) / 2, 1)]
-        tries = [t for t in tries if value - t >= MIN_STEP]
-    return sorted({t for t in tries if t < value})
+    step = min_step if min_step is not None else (1 if integer else MIN_STEP)
+    return sorted({t for t in tries if value - t >= step - 1e-9})
+
+
+def rate_step(rate: float) -> float:
+    """A feed rate is lowered by a tenth of it at least: one event a second less is not a smaller
+    schedule, and each such step costs as many runs as a real one."""
+    return max(1.0, rate * RATE_STEP_SHARE)
 
 
 PASSES: list[Pass] = [
