@@ -20,7 +20,7 @@ import yaml
 
 from harness.checkers import Verdict
 from harness.explore.generate import MAX_SECONDS, Options, generate, planned_seconds
-from harness.explore.ranges import TABLE, explorable, fault_range
+from harness.explore.ranges import TABLE, explorable, fault_range, nameable
 from harness.explore.reduce import default_target, drop_cohorts, lower, lower_rates
 from harness.explore.session import Explorer, Settings
 from harness.explore.shrink import Shrinker
@@ -151,10 +151,12 @@ def test_opt_in_faults_are_drawn_only_when_named_and_bring_what_they_rely_on():
     usable, left_out = explorable(external=False)
     for name in ("log_rotation", "malformed_input", "stuck_churn"):
         assert name not in usable and left_out[name].startswith(OPT_IN)
-    assert choose_faults("log_rotation,latency", usable, left_out) == ("log_rotation", "latency")
-    assert choose_faults(None, usable, left_out) == tuple(usable)
+    allowed = nameable(external=False)
+    assert set(allowed) == {*usable, "log_rotation", "malformed_input", "stuck_churn"}
+    assert choose_faults("log_rotation,latency", usable, allowed, left_out) == ("log_rotation", "latency")
+    assert choose_faults(None, usable, allowed, left_out) == tuple(usable)
     with pytest.raises(HarnessError, match="--faults: server_down cannot be explored: no ranges declared"):
-        choose_faults("server_down", usable, left_out)
+        choose_faults("server_down", usable, allowed, left_out)
     rotating = [generate(options(faults=("log_rotation",)), i) for i in range(20)]
     for i, schedule in enumerate(rotating):
         parse(copy.deepcopy(schedule), f"schedule {i}")

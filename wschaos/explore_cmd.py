@@ -16,7 +16,7 @@ from harness import __version__
 from harness.capacity import lookup
 from harness.checkers import CHECKERS
 from harness.errors import HarnessError
-from harness.explore.ranges import OPT_IN, explorable
+from harness.explore.ranges import explorable, nameable
 from harness.explore.session import Explorer, Settings, clock_text
 from harness.targetspec import bundled_monitor, load_target
 from harness.toxiproxy import running_toxiproxy
@@ -57,7 +57,7 @@ def explore(
     budget_s = parse_budget(budget)
     target = load_target(target_file) if target_file else bundled_monitor()
     usable, left_out = explorable(target.external)
-    faults = choose_faults(faults_arg, usable, left_out)
+    faults = choose_faults(faults_arg, usable, nameable(target.external), left_out)
     checks = choose_checks(checks_arg)
     seed = seed if seed is not None else random.randrange(2**31)
     capacity = lookup(capacity_file or out / "capacity.json", target)
@@ -115,18 +115,19 @@ def split_names(text: str) -> list[str]:
     return [n.strip() for n in text.split(",") if n.strip()]
 
 
-def choose_faults(text: str | None, usable: list[str], left_out: dict[str, str]) -> tuple[str, ...]:
+def choose_faults(text: str | None, usable: list[str], allowed: list[str], left_out: dict[str, str]) -> tuple[str, ...]:
+    """The default fault types, or those ``text`` names: each of ``allowed`` (the default and opt-in ones)."""
     if text is None:
         return tuple(usable)
     names = split_names(text)
     if not names:
         raise HarnessError("--faults: give at least one fault type")
-    opt_in = {f for f, why in left_out.items() if why.startswith(OPT_IN)}
     for name in names:
-        if name in left_out and name not in opt_in:
+        if name in allowed:
+            continue
+        if name in left_out:
             raise HarnessError(f"--faults: {name} cannot be explored: {left_out[name]}")
-        if name not in usable and name not in opt_in:
-            raise HarnessError(f"--faults: unknown fault type {name!r}; known: {', '.join(sorted({*usable, *opt_in}))}")
+        raise HarnessError(f"--faults: unknown fault type {name!r}; known: {', '.join(allowed)}")
     return tuple(dict.fromkeys(names))
 
 

@@ -193,17 +193,30 @@ def fault_range(fault_type: str) -> FaultRange | None:
 
 
 def explorable(external: bool) -> tuple[list[str], dict[str, str]]:
-    """The fault types the generator uses by default, and each left out with why (one left out only
-    because it is opt-in may still be named in ``--faults``)."""
+    """The fault types the generator uses by default, and each left out with why (an opt-in one may
+    still be named in ``--faults``: see ``nameable``)."""
     usable, left_out = [], {}
     for fault_type in sorted(FAULTS):
+        why = _not_nameable(fault_type, external)
         ranges = fault_range(fault_type)
-        if ranges is None:
-            left_out[fault_type] = "no ranges declared (harness/explore/ranges.py or the fault's `ranges`)"
-        elif external and FAULTS[fault_type].needs_process:
-            left_out[fault_type] = "needs the target's process: the target is external"
-        elif ranges.opt_in:
-            left_out[fault_type] = f"{OPT_IN}: {ranges.opt_in}"
-        else:
+        if why is None and ranges is not None and ranges.opt_in:
+            why = f"{OPT_IN}: {ranges.opt_in}"
+        if why is None:
             usable.append(fault_type)
+        else:
+            left_out[fault_type] = why
     return usable, left_out
+
+
+def nameable(external: bool) -> list[str]:
+    """The fault types ``--faults`` may name: the default ones and the opt-in ones."""
+    return [fault_type for fault_type in sorted(FAULTS) if _not_nameable(fault_type, external) is None]
+
+
+def _not_nameable(fault_type: str, external: bool) -> str | None:
+    """Why ``fault_type`` cannot be explored at all, or None."""
+    if fault_range(fault_type) is None:
+        return "no ranges declared (harness/explore/ranges.py or the fault's `ranges`)"
+    if external and FAULTS[fault_type].needs_process:
+        return "needs the target's process: the target is external"
+    return None
