@@ -11,7 +11,7 @@ demo: bootstrap
 	.venv/bin/python -m monitor --demo
 
 test: bootstrap
-	.venv/bin/pytest -n 2 --dist loadgroup
+	scripts/test
 
 lint: bootstrap
 	.venv/bin/ruff check .

@@ -57,6 +57,7 @@ def browser_processes() -> list[str]:
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.alone
 @needs_browser
 @pytest.mark.parametrize("name", SCENARIOS)
 async def test_browser_scenario_holds_on_the_monitor(name: str, toxiproxy: Toxiproxy, tmp_path: Path) -> None:
@@ -88,6 +89,7 @@ async def test_browser_scenario_holds_on_the_monitor(name: str, toxiproxy: Toxip
 @pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.mutants
+@pytest.mark.alone
 @needs_browser
 async def test_dashboard_that_does_not_reconnect_is_caught(tmp_path: Path) -> None:
     scenario, checker = CAUGHT_BY["dashboard_no_reconnect"]
