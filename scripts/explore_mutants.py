@@ -3,9 +3,10 @@ named), then its first failure's minimal.yaml re-run N times; prints the README'
 time to the first failure, schedules tried, faults before and after shrinking, shrink time, re-runs failed).
 
 Usage: .venv/bin/python scripts/explore_mutants.py [--budget 10m] [--seed 1] [--reruns 5] [--until-shrunk]
-[--faults TYPES] [MUTANT ...] (default: every mutant in tests/mutants). Writes runs/explore-mutants-<time>/ and
-mutants-table.markdown there. ``--until-shrunk`` ends each explore once a failure is shrunk (every
-column but "schedules tried" is the same; that one then counts up to the shrunk failure).
+[--faults TYPES] [--checks NAMES] [MUTANT ...] (default: every mutant in tests/mutants). Writes
+runs/explore-mutants-<time>/ and mutants-table.markdown there. ``--until-shrunk`` ends each explore once a
+failure is shrunk (every column but "schedules tried" is the same; that one then counts up to the shrunk
+failure).
 ``--from FOLDER`` builds the table from the explores already in FOLDER (no new explore).
 
 The row's failure is the first one that was shrunk; a flaky failure (not shrunk) counts as found, and
@@ -29,12 +30,12 @@ from tests.mutants.matrix import CAUGHT_BY, mutant_target_file  # noqa: E402
 WSCHAOS = [sys.executable, "-m", "wschaos"]
 
 
-def explore(mutant: str, folder: Path, budget: str, seed: int, until_shrunk: bool, faults: str | None) -> dict:
+def explore(mutant: str, folder: Path, budget: str, seed: int, until_shrunk: bool, extra: list[str]) -> dict:
     target = mutant_target_file(mutant, folder)
     out = folder / mutant
     command = [*WSCHAOS, "explore", "--target", str(target), "--budget", budget, "--seed", str(seed), "--out", str(out)]
     command += ["--until-shrunk", "1"] if until_shrunk else []
-    command += ["--faults", faults] if faults else []
+    command += extra
     with (folder / f"{mutant}.log").open("w", encoding="utf-8") as log:
         subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False)
     return stored(mutant, folder)
@@ -92,6 +93,7 @@ def main() -> int:
     p.add_argument("--reruns", type=int, default=5)
     p.add_argument("--until-shrunk", action="store_true", help="end each explore once a failure is shrunk")
     p.add_argument("--faults", default=None, help="passed on to explore (to name opt-in fault types)")
+    p.add_argument("--checks", default=None, help="passed on to explore (to name opt-in checks: stats, log_volume)")
     p.add_argument("--from", dest="done", type=Path, default=None, help="a folder of earlier explores to tabulate")
     args = p.parse_args()
     unknown = sorted(set(args.mutants) - set(CAUGHT_BY))
@@ -105,7 +107,9 @@ def main() -> int:
         if args.done:
             summary = stored(mutant, folder)
         else:
-            summary = explore(mutant, folder, args.budget, args.seed, args.until_shrunk, args.faults)
+            extra = ["--faults", args.faults] if args.faults else []
+            extra += ["--checks", args.checks] if args.checks else []
+            summary = explore(mutant, folder, args.budget, args.seed, args.until_shrunk, extra)
         pick = chosen(summary)
         failed = reruns(summary, pick, args.reruns, args.seed) if pick else None
         lines.append(row(mutant, summary, failed, args.reruns))

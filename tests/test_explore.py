@@ -124,6 +124,17 @@ def test_only_the_faults_and_checks_asked_for_are_used():
         assert {name.split("@")[0] for name in schedule["checks"]} <= {"delivery", "liveness"}
 
 
+def test_stats_and_log_volume_judge_every_schedule_only_when_named():
+    named = frozenset({"no_error_logs", "stats", "log_volume"})
+    for i in range(40):
+        plain = generate(options(), i)["checks"]
+        assert not {"stats", "log_volume"} & set(plain)
+        schedule = generate(options(checks=named), i)
+        assert parse(copy.deepcopy(schedule), f"schedule {i}").checks  # still a valid scenario
+        terminal = any(fault_range(f["type"]).terminal for f in fault_steps(schedule))  # type: ignore[union-attr]
+        assert "log_volume" in schedule["checks"] and ("stats" in schedule["checks"]) is not terminal
+
+
 def test_a_check_no_fault_has_is_a_clear_error():
     from harness.errors import HarnessError
 
@@ -395,6 +406,13 @@ async def explore_with_fake_runs(folder: Path) -> tuple[Explorer, list[dict[str,
     await explorer.explore(toxiproxy=None)  # type: ignore[arg-type]  # the fake runs need none
     tried = [yaml.safe_load(p.read_text(encoding="utf-8")) for p in sorted((folder / "schedules").iterdir())]
     return explorer, tried
+
+
+def test_the_coverage_counts_an_opt_in_check_only_when_named(tmp_path):
+    for checks, wanted in ((None, set()), (frozenset({"delivery", "stats"}), {"delivery", "stats"})):
+        settings = Settings(bundled_monitor(), tmp_path, 60.0, 1, ("latency",), checks=checks)
+        assert set(Explorer(settings, progress=lambda line: None).checkers()) >= wanted
+        assert ("stats" in Explorer(settings, progress=lambda line: None).checkers()) is bool(checks)
 
 
 def test_the_coverage_counts_the_load_check_when_there_is_load(tmp_path):

@@ -20,6 +20,7 @@ from harness.checkers import checker_name
 from harness.errors import HarnessError
 from harness.explore.ranges import (
     NOT_AFTER_TERMINAL,
+    OPT_IN_CHECKS,
     SLOW,
     STANDARD_CHECKS,
     VANISHING,
@@ -246,9 +247,11 @@ def fault_step(f: Drawn) -> dict[str, Any]:
 
 
 def checks(faults: list[Drawn], allowed: frozenset[str] | None) -> dict[str, dict[str, Any]]:
-    """The standard checks and each fault's own, on its cohort; a run that ends with a stop drops those
-    that need the target at the end; ``allowed`` keeps only those checkers."""
+    """The standard checks, the opt-in ones ``allowed`` names, and each fault's own, on its cohort; a
+    run that ends with a stop drops those that need the target at the end; ``allowed`` keeps only those
+    checkers."""
     out: dict[str, dict[str, Any]] = {name: copy.deepcopy(opts) for name, opts in STANDARD_CHECKS}
+    out |= {name: copy.deepcopy(opts) for name, opts in OPT_IN_CHECKS if allowed is not None and name in allowed}
     for f in faults:
         for key, opts in f.range.checks:
             out[key.format(cohort=f.cohort)] = fill_cohort(opts, f.cohort)

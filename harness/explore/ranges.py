@@ -178,7 +178,14 @@ STANDARD_CHECKS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("liveness", {}),
     ("persistence", {}),
 )
-NOT_AFTER_TERMINAL = frozenset({"delivery", "liveness", "recovery"})
+# Checks that no fault brings and any schedule can judge: a schedule has them only when --checks names
+# them, so the default schedules stay as they were. The log budget is the churn scenario's, which the
+# monitor keeps with forty connections a second.
+OPT_IN_CHECKS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("stats", {}),
+    ("log_volume", {"errors_per_s": 0.0, "warnings_per_s": 1.0, "lines_per_s": 10.0, "bytes_per_s": 4096}),
+)
+NOT_AFTER_TERMINAL = frozenset({"delivery", "liveness", "recovery", "stats"})
 
 
 def fault_range(fault_type: str) -> FaultRange | None:

@@ -29,7 +29,7 @@ from harness import __version__
 from harness.checkers import checker_name
 from harness.explore.coverage import Coverage
 from harness.explore.generate import Options, generate, planned_seconds
-from harness.explore.ranges import STANDARD_CHECKS, fault_range
+from harness.explore.ranges import OPT_IN_CHECKS, STANDARD_CHECKS, fault_range
 from harness.explore.shrink import OutOfBudget, Shrinker, Shrunk
 from harness.explore.signature import Signature, signature
 from harness.runner import ScenarioResult, run_scenario
@@ -215,12 +215,13 @@ class Explorer:
 
     def checkers(self) -> list[str]:
         """The checkers the generator can use with these settings."""
+        allowed = self.settings.checks
         names = [checker_name(n) for n, _ in STANDARD_CHECKS]
+        names += [n for n, _ in OPT_IN_CHECKS if allowed is not None and n in allowed]
         for fault_type in self.settings.faults:
             ranges = fault_range(fault_type)
             names += [checker_name(n) for n, _ in ranges.checks] if ranges else []
         names += ["load"] if self.settings.load else []
-        allowed = self.settings.checks
         return [n for n in dict.fromkeys(names) if allowed is None or n in allowed]
 
     def summary(self) -> dict[str, Any]:
