@@ -34,7 +34,7 @@ from reports.explore_html import write_explore_html
 from tests.mutants.matrix import mutant_target_file
 
 ROOT = Path(__file__).resolve().parent.parent
-MONITOR_PARAMS = frozenset({"heartbeat", "send_timeout", "queue_size"})
+MONITOR_PARAMS = frozenset({"heartbeat", "send_timeout", "queue_size", "rate_limit"})
 ALL, _ = explorable(external=False)
 
 
@@ -160,10 +160,11 @@ def test_opt_in_faults_are_drawn_only_when_named_and_bring_what_they_rely_on():
     from wschaos.explore_cmd import choose_faults
 
     usable, left_out = explorable(external=False)
-    for name in ("log_rotation", "malformed_input", "stuck_churn"):
+    opt_in = ("log_rotation", "malformed_input", "steady_requests", "stuck_churn")
+    for name in opt_in:
         assert name not in usable and left_out[name].startswith(OPT_IN)
     allowed = nameable(external=False)
-    assert set(allowed) == {*usable, "log_rotation", "malformed_input", "stuck_churn"}
+    assert set(allowed) == {*usable, *opt_in}
     assert choose_faults("log_rotation,latency", usable, allowed, left_out) == ("log_rotation", "latency")
     assert choose_faults(None, usable, allowed, left_out) == tuple(usable)
     with pytest.raises(HarnessError, match="--faults: server_down cannot be explored: no ranges declared"):
@@ -176,6 +177,11 @@ def test_opt_in_faults_are_drawn_only_when_named_and_bring_what_they_rely_on():
     assert any(f["params"].get("down") for s in rotating for f in fault_steps(s))
     bad = [generate(options(faults=("malformed_input",)), i) for i in range(20)]
     assert all("split_lines" not in s["feed"] and s["checks"]["no_error_logs"] == {} for s in bad)
+    for i in range(20):
+        chatty = generate(options(faults=("steady_requests",)), i)
+        (fault,) = fault_steps(chatty)
+        assert chatty["target"]["rate_limit"] == 50 and fault.get("params", {}).get("rate", 25) <= 30
+        assert chatty["checks"][f"rate_limit@{fault['cohort']}"] == {"cohort": fault["cohort"]}
 
 
 def test_the_ranges_name_real_params_of_the_right_kind():

@@ -161,6 +161,17 @@ TABLE: dict[str, FaultRange] = {
         seconds=lambda p: p["clients"] * (p["pause"] + p["read_s"]),
         opt_in="it judges the server's handling of bad input, not its delivery under faults",
     ),
+    "steady_requests": FaultRange(
+        # legitimate clients, at 40-60% of the limit for long enough to spend the burst (two seconds of
+        # the limit) several times over if the bucket refilled too slowly
+        params={"rate": (20.0, 30.0), "duration": (4.0, 8.0)},
+        duration=(0.0, 0.5),  # its heal waits for the requests to end
+        target={"rate_limit": 50},
+        checks=(("rate_limit@{cohort}", {"cohort": "{cohort}"}),),
+        shrink_low=frozenset({"duration"}),
+        seconds=lambda p: p["duration"],
+        opt_in="it judges the target's request limiting (its rate is a share of a limit of 50 a second)",
+    ),
     "server_stop": FaultRange(
         params={"timeout": (3.0, 10.0)},
         duration=None,
