@@ -85,6 +85,19 @@ def row(mutant: str, summary: dict, rerun_failed: int | None, count: int) -> str
             f"{before} | {after} | {pick['shrink_s']:.0f} s | {rerun} |")
 
 
+def new_folder(parent: Path, name: str) -> Path:
+    """``parent/name``, or ``name-2``, ``name-3``... when explores started in the same second."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 100):
+        folder = parent / (name if n == 1 else f"{name}-{n}")
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return folder
+    raise SystemExit(f"explore_mutants: {parent}/{name}-*: 99 folders already; remove some")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("mutants", nargs="*")
@@ -99,8 +112,9 @@ def main() -> int:
     unknown = sorted(set(args.mutants) - set(CAUGHT_BY))
     if unknown:
         p.error(f"no such mutant: {', '.join(unknown)}")
-    folder = args.done or ROOT / "runs" / f"explore-mutants-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-    folder.mkdir(parents=True, exist_ok=args.done is not None)
+    folder = args.done or new_folder(ROOT / "runs", f"explore-mutants-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    if not folder.is_dir():
+        p.error(f"--from {folder}: no such folder")
     lines = ["| mutant | found (checker) | first failure after | schedules tried | faults before | faults after "
              "| shrink time | minimal.yaml failed |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for mutant in args.mutants or sorted(CAUGHT_BY):
