@@ -124,15 +124,23 @@ def test_only_the_faults_and_checks_asked_for_are_used():
         assert {name.split("@")[0] for name in schedule["checks"]} <= {"delivery", "liveness"}
 
 
-def test_stats_and_log_volume_judge_every_schedule_only_when_named():
-    named = frozenset({"no_error_logs", "stats", "log_volume"})
+def test_opt_in_checks_judge_every_schedule_only_when_named_and_bring_their_cohorts():
+    opt_in = {"stats", "log_volume", "views", "resume"}
     for i in range(40):
-        plain = generate(options(), i)["checks"]
-        assert not {"stats", "log_volume"} & set(plain)
-        schedule = generate(options(checks=named), i)
+        plain = generate(options(nodes=("n1", "n2")), i)
+        assert not opt_in & set(plain["checks"])
+        assert {c["name"] for c in plain["cohorts"]}.isdisjoint({"view_one", "view_two", "resumers"})
+        schedule = generate(options(checks=frozenset({"no_error_logs", *opt_in}), nodes=("n1", "n2")), i)
         assert parse(copy.deepcopy(schedule), f"schedule {i}").checks  # still a valid scenario
         terminal = any(fault_range(f["type"]).terminal for f in fault_steps(schedule))  # type: ignore[union-attr]
-        assert "log_volume" in schedule["checks"] and ("stats" in schedule["checks"]) is not terminal
+        assert "log_volume" in schedule["checks"]
+        at_the_end = {"stats", "views", "resume"}  # they need the target at the end
+        assert at_the_end & set(schedule["checks"]) == (set() if terminal else at_the_end)
+        cohorts = {c["name"]: c for c in schedule["cohorts"]}
+        assert cohorts["view_one"]["view"] == "n1" and cohorts["view_two"]["view"] == ["n1", "n2"]
+        assert cohorts["resumers"]["resume_after"] == 1
+        faulted = {f.get("cohort") for f in fault_steps(schedule)}
+        assert faulted.isdisjoint({"view_one", "view_two", "resumers"})  # no fault spoils what they judge
 
 
 def test_a_check_no_fault_has_is_a_clear_error():

@@ -50,6 +50,7 @@ class Options:
     faults: tuple[str, ...]  # the fault types it may use
     checks: frozenset[str] | None = None  # the checkers it may use; None: the standard ones
     target_params: frozenset[str] = frozenset()  # params of the target: only these are set
+    nodes: tuple[str, ...] = ()  # the target's feed nodes (the views an opt-in check's cohorts watch)
     max_faults: int = 3
     max_seconds: float = MAX_SECONDS
     capacity: float | None = None  # the target's calibrated capacity, events a second, when it has one
@@ -98,6 +99,8 @@ def draw(rng: random.Random, options: Options, index: int) -> dict[str, Any]:
     cohorts: list[dict[str, Any]] = [{"name": "steady", "clients": rng.randint(2, 6)}]
     profiles: dict[str, str] = {}
     faults = [draw_fault(rng, t, i, cohorts, profiles) for i, t in enumerate(pick_types(rng, options))]
+    for name, check in OPT_IN_CHECKS.items():
+        cohorts += check.cohorts(options.nodes) if name in (options.checks or ()) else []
     terminal = [f for f in faults if f.range.terminal]
     if terminal:
         for cohort in cohorts:
@@ -251,7 +254,7 @@ def checks(faults: list[Drawn], allowed: frozenset[str] | None) -> dict[str, dic
     run that ends with a stop drops those that need the target at the end; ``allowed`` keeps only those
     checkers."""
     out: dict[str, dict[str, Any]] = {name: copy.deepcopy(opts) for name, opts in STANDARD_CHECKS}
-    out |= {name: copy.deepcopy(opts) for name, opts in OPT_IN_CHECKS if allowed is not None and name in allowed}
+    out |= {name: copy.deepcopy(c.options) for name, c in OPT_IN_CHECKS.items() if name in (allowed or ())}
     for f in faults:
         for key, opts in f.range.checks:
             out[key.format(cohort=f.cohort)] = fill_cohort(opts, f.cohort)

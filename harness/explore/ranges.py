@@ -190,13 +190,30 @@ STANDARD_CHECKS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("persistence", {}),
 )
 # Checks that no fault brings and any schedule can judge: a schedule has them only when --checks names
-# them, so the default schedules stay as they were. The log budget is the churn scenario's, which the
-# monitor keeps with forty connections a second.
-OPT_IN_CHECKS: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("stats", {}),
-    ("log_volume", {"errors_per_s": 0.0, "warnings_per_s": 1.0, "lines_per_s": 10.0, "bytes_per_s": 4096}),
-)
-NOT_AFTER_TERMINAL = frozenset({"delivery", "liveness", "recovery", "stats"})
+# them, so the default schedules stay as they were. Some bring the cohorts they judge, made from the
+# target's feed nodes.
+@dataclass(frozen=True)
+class OptInCheck:
+    options: dict[str, Any]
+    cohorts: Callable[[tuple[str, ...]], list[dict[str, Any]]] = lambda nodes: []
+
+
+def view_cohorts(nodes: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Clients that watch the first node, and clients that watch the first two."""
+    cohorts = [{"name": "view_one", "clients": 2, "view": nodes[0]}] if nodes else []
+    if len(nodes) > 1:
+        cohorts.append({"name": "view_two", "clients": 2, "view": list(nodes[:2])})
+    return cohorts
+
+
+OPT_IN_CHECKS: dict[str, OptInCheck] = {
+    "stats": OptInCheck({}),
+    # the churn scenario's budget, which the monitor keeps with forty connections a second
+    "log_volume": OptInCheck({"errors_per_s": 0.0, "warnings_per_s": 1.0, "lines_per_s": 10.0, "bytes_per_s": 4096}),
+    "views": OptInCheck({}, view_cohorts),
+    "resume": OptInCheck({"cohort": "resumers"}, lambda nodes: [{"name": "resumers", "clients": 3, "resume_after": 1}]),
+}
+NOT_AFTER_TERMINAL = frozenset({"delivery", "liveness", "recovery", "stats", "views", "resume"})
 
 
 def fault_range(fault_type: str) -> FaultRange | None:

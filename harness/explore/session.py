@@ -84,7 +84,7 @@ class Explorer:
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         self.settings = settings
         self.options = Options(settings.seed, settings.faults, settings.checks, frozenset(settings.target.params),
-                               capacity=settings.capacity, load=settings.load)  # fmt: skip
+                               feed_nodes(settings.target), capacity=settings.capacity, load=settings.load)  # fmt: skip
         self.progress = progress
         self.clock = clock
         self.started = clock()
@@ -217,7 +217,7 @@ class Explorer:
         """The checkers the generator can use with these settings."""
         allowed = self.settings.checks
         names = [checker_name(n) for n, _ in STANDARD_CHECKS]
-        names += [n for n, _ in OPT_IN_CHECKS if allowed is not None and n in allowed]
+        names += [n for n in OPT_IN_CHECKS if n in (allowed or ())]
         for fault_type in self.settings.faults:
             ranges = fault_range(fault_type)
             names += [checker_name(n) for n, _ in ranges.checks] if ranges else []
@@ -262,6 +262,14 @@ class Explorer:
         path = self.settings.out_dir / "explore.json"
         path.write_text(json.dumps(self.summary(), indent=2), encoding="utf-8")
         return path
+
+
+def feed_nodes(target: TargetSpec) -> tuple[str, ...]:
+    """The nodes the target's feed writes to (none without a feed)."""
+    feed = target.feed
+    if feed is None:
+        return ()
+    return tuple(feed.files) if feed.kind == "storagenode_log" else tuple(feed.nodes)
 
 
 def size(schedule: dict[str, Any]) -> dict[str, Any]:
