@@ -139,6 +139,7 @@ def test_opt_in_checks_judge_every_schedule_only_when_named_and_bring_their_coho
         cohorts = {c["name"]: c for c in schedule["cohorts"]}
         assert cohorts["view_one"]["view"] == "n1" and cohorts["view_two"]["view"] == ["n1", "n2"]
         assert cohorts["resumers"]["resume_after"] == 1
+        assert terminal or schedule["method"][-2:] == [{"feed_rate": 20}, {"wait": 1.5}]  # batches of one node
         faulted = {f.get("cohort") for f in fault_steps(schedule)}
         assert faulted.isdisjoint({"view_one", "view_two", "resumers"})  # no fault spoils what they judge
 

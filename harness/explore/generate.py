@@ -122,10 +122,15 @@ def draw(rng: random.Random, options: Options, index: int) -> dict[str, Any]:
         "feed": {"rate": rate, **{k: v for f in faults for k, v in f.range.feed.items()}},
         "steady_state": round(rng.uniform(0.5, 1.0), 1),
         "timeout": TIMEOUT_S,
-        "method": method(rng, faults, rate, options.capacity),
+        "method": method(rng, faults, rate, options.capacity) + ([] if terminal else opt_in_tail(options.checks)),
         "checks": checks(faults, options.checks),
     })  # fmt: skip
     return schedule
+
+
+def opt_in_tail(allowed: frozenset[str] | None) -> list[dict[str, Any]]:
+    """The steps the opt-in checks ``allowed`` names want after the last heal."""
+    return [copy.deepcopy(step) for name, c in OPT_IN_CHECKS.items() if name in (allowed or ()) for step in c.tail]
 
 
 def with_load(rng: random.Random, schedule: dict[str, Any], allowed: frozenset[str] | None) -> dict[str, Any]:

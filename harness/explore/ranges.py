@@ -196,6 +196,7 @@ STANDARD_CHECKS: tuple[tuple[str, dict[str, Any]], ...] = (
 class OptInCheck:
     options: dict[str, Any]
     cohorts: Callable[[tuple[str, ...]], list[dict[str, Any]]] = lambda nodes: []
+    tail: tuple[dict[str, Any], ...] = ()  # steps after the last heal
 
 
 def view_cohorts(nodes: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -210,7 +211,9 @@ OPT_IN_CHECKS: dict[str, OptInCheck] = {
     "stats": OptInCheck({}),
     # the churn scenario's budget, which the monitor keeps with forty connections a second
     "log_volume": OptInCheck({"errors_per_s": 0.0, "warnings_per_s": 1.0, "lines_per_s": 10.0, "bytes_per_s": 4096}),
-    "views": OptInCheck({}, view_cohorts),
+    # The feed writes to the nodes in turn, so at 100-400 events a second every batch holds each node's
+    # events; a quiet second and a half at the end makes batches of one node, empty to the other's view.
+    "views": OptInCheck({}, view_cohorts, tail=({"feed_rate": 20}, {"wait": 1.5})),
     "resume": OptInCheck({"cohort": "resumers"}, lambda nodes: [{"name": "resumers", "clients": 3, "resume_after": 1}]),
 }
 NOT_AFTER_TERMINAL = frozenset({"delivery", "liveness", "recovery", "stats", "views", "resume"})
