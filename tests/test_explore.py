@@ -133,9 +133,7 @@ def test_opt_in_checks_judge_every_schedule_only_when_named_and_bring_their_coho
         schedule = generate(options(checks=frozenset({"no_error_logs", *opt_in}), nodes=("n1", "n2")), i)
         assert parse(copy.deepcopy(schedule), f"schedule {i}").checks  # still a valid scenario
         terminal = any(fault_range(f["type"]).terminal for f in fault_steps(schedule))  # type: ignore[union-attr]
-        assert "log_volume" in schedule["checks"]
-        at_the_end = {"stats", "views", "resume"}  # they need the target at the end
-        assert at_the_end & set(schedule["checks"]) == (set() if terminal else at_the_end)
+        assert opt_in & set(schedule["checks"]) == (set() if terminal else opt_in)
         cohorts = {c["name"]: c for c in schedule["cohorts"]}
         assert cohorts["view_one"]["view"] == "n1" and cohorts["view_two"]["view"] == ["n1", "n2"]
         assert cohorts["resumers"]["resume_after"] == 1

@@ -216,7 +216,9 @@ OPT_IN_CHECKS: dict[str, OptInCheck] = {
     "views": OptInCheck({}, view_cohorts, tail=({"feed_rate": 20}, {"wait": 1.5})),
     "resume": OptInCheck({"cohort": "resumers"}, lambda nodes: [{"name": "resumers", "clients": 3, "resume_after": 1}]),
 }
-NOT_AFTER_TERMINAL = frozenset({"delivery", "liveness", "recovery", "stats", "views", "resume"})
+# Checks a schedule that stops the target goes without: those that need it at the end, and log_volume,
+# since a target that stops logs a line for each client it lets go, which is no attack on its log.
+NOT_AFTER_TERMINAL = frozenset({"delivery", "liveness", "recovery", "stats", "views", "resume", "log_volume"})
 
 
 def fault_range(fault_type: str) -> FaultRange | None:
