@@ -36,7 +36,7 @@ MAX_BUDGET_S = 24 * 3600
               help="fault types to use, comma-separated (default: every one with ranges)")  # fmt: skip
 @click.option("--checks", "checks_arg", default=None,
               help="checkers to use, comma-separated (default: the standard checks of the faults used; "
-                   "stats and log_volume judge every schedule, but only when named here)")  # fmt: skip
+                   "stats, log_volume, views and resume judge every schedule, but only when named here)")  # fmt: skip
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
 @click.option("--repeats", type=click.IntRange(1, 20), default=3, show_default=True,
               help="runs in a row a failure, and each smaller schedule kept, must fail the same way")  # fmt: skip
