@@ -4,6 +4,7 @@ condition is known), failure signatures, and one exploration against a mutant of
 from __future__ import annotations
 
 import copy
+import dataclasses
 import html
 import json
 import os
@@ -20,7 +21,7 @@ import yaml
 
 from harness.checkers import Verdict
 from harness.explore.generate import MAX_SECONDS, Options, generate, planned_seconds
-from harness.explore.ranges import TABLE, explorable, fault_range, nameable
+from harness.explore.ranges import TABLE, explorable, fault_range, nameable, unjudged_checks
 from harness.explore.reduce import default_target, drop_cohorts, lower, lower_rates
 from harness.explore.session import Explorer, Settings
 from harness.explore.shrink import Shrinker
@@ -29,7 +30,7 @@ from harness.faults import FAULTS
 from harness.optiontypes import type_problem
 from harness.runner import ScenarioResult
 from harness.scenario import parse
-from harness.targetspec import bundled_monitor
+from harness.targetspec import bundled_monitor, load_target
 from reports.explore_html import write_explore_html
 from tests.mutants.matrix import mutant_target_file
 
@@ -159,6 +160,37 @@ def test_external_targets_get_no_process_faults():
     usable, left_out = explorable(external=True)
     assert "server_kill" not in usable and "server_kill" in left_out
     assert all(not FAULTS[f].needs_process for f in usable)
+
+
+def test_a_check_the_target_cannot_be_judged_by_is_never_drawn():
+    # Drawn against a target without persistence, every schedule would end unknown however it behaved.
+    unjudged = frozenset({"persistence", "no_error_logs"})
+    for i in range(40):
+        schedule = generate(options(unjudged=unjudged), i)
+        assert schedule["checks"] and not {n.split("@")[0] for n in schedule["checks"]} & unjudged
+        assert "persistence" in generate(options(), i)["checks"]
+
+
+def test_the_checks_a_target_file_leaves_nothing_to_judge_with():
+    assert unjudged_checks(bundled_monitor()) == {}
+    broadcaster = load_target(ROOT / "harness" / "targets" / "ws_broadcaster.yaml")
+    assert set(unjudged_checks(broadcaster)) == {"persistence", "stats"}
+    assert "no persistence" in unjudged_checks(broadcaster)["persistence"]
+    external = dataclasses.replace(broadcaster, url="ws://127.0.0.1:9/ws", command=[], metrics=None)
+    assert set(unjudged_checks(external)) == {"persistence", "stats", "no_error_logs", "log_volume", "eviction"}
+
+
+def test_the_exploration_says_which_checks_it_left_out_and_why(tmp_path):
+    broadcaster = load_target(ROOT / "harness" / "targets" / "ws_broadcaster.yaml")
+    settings = Settings(broadcaster, tmp_path, 60.0, 1, ("network_cut",), unjudged=unjudged_checks(broadcaster))
+    explorer = Explorer(settings, progress=lambda line: None)
+    assert "persistence" not in explorer.checkers() and "delivery" in explorer.checkers()
+    # stats is opt-in and not named: it would not have been drawn, so it is not said to be left out
+    assert list(explorer.checks_left_out()) == ["persistence"]
+    summary = explorer.summary()
+    assert list(summary["checks_left_out"]) == ["persistence"] and "persistence" not in summary["coverage"]["outcomes"]
+    page = write_explore_html(explorer.write_summary().parent).read_text(encoding="utf-8")
+    assert "not judged" in page and "declares no persistence" in page
 
 
 def test_opt_in_faults_are_drawn_only_when_named_and_bring_what_they_rely_on():
@@ -478,6 +510,8 @@ def wschaos(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
         (["--budget", "soon"], "wschaos: --budget: 'soon' is not a duration"),
         (["--faults", "netwrk_cut"], "wschaos: --faults: unknown fault type 'netwrk_cut'; known: churn"),
         (["--checks", "delivry"], "wschaos: --checks: unknown checker(s) delivry; known: no_error_logs"),
+        (["--target", "harness/targets/ws_broadcaster.yaml", "--checks", "delivery,persistence"],
+         "wschaos: --checks: persistence cannot judge ws_broadcaster: the target file declares no persistence"),
     ],
 )
 def test_bad_options_are_one_line_errors(tmp_path, args, message):

@@ -16,7 +16,7 @@ from harness import __version__
 from harness.capacity import lookup
 from harness.checkers import CHECKERS
 from harness.errors import HarnessError
-from harness.explore.ranges import explorable, nameable
+from harness.explore.ranges import explorable, nameable, unjudged_checks
 from harness.explore.session import Explorer, Settings, clock_text
 from harness.targetspec import bundled_monitor, load_target
 from harness.toxiproxy import running_toxiproxy
@@ -59,19 +59,22 @@ def explore(
     target = load_target(target_file) if target_file else bundled_monitor()
     usable, left_out = explorable(target.external)
     faults = choose_faults(faults_arg, usable, nameable(target.external), left_out)
-    checks = choose_checks(checks_arg)
+    unjudged = unjudged_checks(target)
+    checks = choose_checks(checks_arg, target.name, unjudged)
     seed = seed if seed is not None else random.randrange(2**31)
     capacity = lookup(capacity_file or out / "capacity.json", target)
     run_dir = new_run_dir(out.resolve(), "explore")
     settings = Settings(target, run_dir, budget_s, seed, faults, checks, repeats,
                         {f: why for f, why in left_out.items() if f not in faults},
                         str(target_file) if target_file else None, until_shrunk,
-                        capacity.rate if capacity else None, load)  # fmt: skip
+                        capacity.rate if capacity else None, load, unjudged)  # fmt: skip
     rates = f"shares of its capacity, {capacity.rate:g} events/s" if capacity else "100-400 events/s, not calibrated"
     rates += ", Locust load in half the schedules" if load else ""
     click.echo(f"wschaos {__version__}: exploring {target.name} for {clock_text(budget_s)}, seed {seed}, "
                f"faults {', '.join(faults)}, feed rates {rates}, in {run_dir}")  # fmt: skip
     explorer = Explorer(settings, progress=click.echo)
+    for name, why in explorer.checks_left_out().items():
+        click.echo(f"  not judged: {name}: {why}")
     try:
         run_with_signals(search(explorer))
     except (KeyboardInterrupt, asyncio.CancelledError):
@@ -132,7 +135,8 @@ def choose_faults(text: str | None, usable: list[str], allowed: list[str], left_
     return tuple(dict.fromkeys(names))
 
 
-def choose_checks(text: str | None) -> frozenset[str] | None:
+def choose_checks(text: str | None, target: str, unjudged: dict[str, str]) -> frozenset[str] | None:
+    """The checkers ``text`` names, None for the standard ones; refuses one ``target`` cannot be judged by."""
     if text is None:
         return None
     names = split_names(text)
@@ -141,6 +145,9 @@ def choose_checks(text: str | None) -> frozenset[str] | None:
     unknown = [n for n in names if n not in CHECKERS]
     if unknown:
         raise HarnessError(f"--checks: unknown checker(s) {', '.join(unknown)}; known: {', '.join(CHECKERS)}")
+    for name in names:
+        if name in unjudged:
+            raise HarnessError(f"--checks: {name} cannot judge {target}: {unjudged[name]}")
     return frozenset(names)
 
 
@@ -166,4 +173,6 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         lines.append(f"schedules with Locust load: {coverage['schedules_with_load']}")
     for checker, outcomes in coverage["outcomes"].items():
         lines.append(f"  {checker}: " + (", ".join(f"{o} {n}" for o, n in outcomes.items()) or "never run"))
+    for checker, why in summary.get("checks_left_out", {}).items():
+        lines.append(f"  {checker}: not judged: {why}")
     return lines

@@ -55,6 +55,7 @@ class Options:
     max_seconds: float = MAX_SECONDS
     capacity: float | None = None  # the target's calibrated capacity, events a second, when it has one
     load: bool = False  # Locust users in some schedules
+    unjudged: frozenset[str] = frozenset()  # checkers the target file leaves nothing to judge with: never drawn
 
 
 @dataclass
@@ -123,7 +124,7 @@ def draw(rng: random.Random, options: Options, index: int) -> dict[str, Any]:
         "steady_state": round(rng.uniform(0.5, 1.0), 1),
         "timeout": TIMEOUT_S,
         "method": method(rng, faults, rate, options.capacity) + ([] if terminal else opt_in_tail(options.checks)),
-        "checks": checks(faults, options.checks),
+        "checks": checks(faults, options.checks, options.unjudged),
     })  # fmt: skip
     return schedule
 
@@ -254,10 +255,12 @@ def fault_step(f: Drawn) -> dict[str, Any]:
     return step
 
 
-def checks(faults: list[Drawn], allowed: frozenset[str] | None) -> dict[str, dict[str, Any]]:
+def checks(
+    faults: list[Drawn], allowed: frozenset[str] | None, unjudged: frozenset[str] = frozenset()
+) -> dict[str, dict[str, Any]]:
     """The standard checks, the opt-in ones ``allowed`` names, and each fault's own, on its cohort; a
     run that ends with a stop drops those that need the target at the end; ``allowed`` keeps only those
-    checkers."""
+    checkers, and none of ``unjudged`` is kept."""
     out: dict[str, dict[str, Any]] = {name: copy.deepcopy(opts) for name, opts in STANDARD_CHECKS}
     out |= {name: copy.deepcopy(c.options) for name, c in OPT_IN_CHECKS.items() if name in (allowed or ())}
     for f in faults:
@@ -267,7 +270,7 @@ def checks(faults: list[Drawn], allowed: frozenset[str] | None) -> dict[str, dic
         out = {k: v for k, v in out.items() if checker_name(k) not in NOT_AFTER_TERMINAL}
     if allowed is not None:
         out = {k: v for k, v in out.items() if checker_name(k) in allowed}
-    return out
+    return {k: v for k, v in out.items() if checker_name(k) not in unjudged}
 
 
 def fill_cohort(value: Any, cohort: str | None) -> Any:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.faults import FAULTS
+from harness.targetspec import TargetSpec
 
 Range = tuple[float, float] | list[Any]
 
@@ -246,6 +247,21 @@ def explorable(external: bool) -> tuple[list[str], dict[str, str]]:
         else:
             left_out[fault_type] = why
     return usable, left_out
+
+
+def unjudged_checks(target: TargetSpec) -> dict[str, str]:
+    """The checkers the target file leaves nothing to judge with, each with why: drawn, they could only
+    say unknown, and every schedule with them would end unknown however the target behaved."""
+    out: dict[str, str] = {}
+    if target.persistence is None:
+        out["persistence"] = "the target file declares no persistence: no stored event ids to compare with the feed"
+    if target.stats is None:
+        out["stats"] = "the target file declares no stats: no message with the server's own counts"
+    if target.external:
+        out["no_error_logs"] = out["log_volume"] = "the target is external: the harness reads no log of it"
+        if target.metrics is None or target.metrics.clients is None:
+            out["eviction"] = "the target is external and its file names no clients gauge: no registry size to read"
+    return out
 
 
 def nameable(external: bool) -> list[str]:

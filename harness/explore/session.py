@@ -61,6 +61,7 @@ class Settings:
     until_shrunk: int | None = None  # end once this many distinct failures are shrunk (None: run out the budget)
     capacity: float | None = None  # the target's calibrated capacity: feed rates are shares of it
     load: bool = False  # Locust users in some schedules
+    unjudged: dict[str, str] = field(default_factory=dict)  # checkers the target cannot be judged by, and why
 
 
 @dataclass
@@ -84,7 +85,8 @@ class Explorer:
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         self.settings = settings
         self.options = Options(settings.seed, settings.faults, settings.checks, frozenset(settings.target.params),
-                               feed_nodes(settings.target), capacity=settings.capacity, load=settings.load)  # fmt: skip
+                               feed_nodes(settings.target), capacity=settings.capacity, load=settings.load,
+                               unjudged=frozenset(settings.unjudged))  # fmt: skip
         self.progress = progress
         self.clock = clock
         self.started = clock()
@@ -215,6 +217,13 @@ class Explorer:
 
     def checkers(self) -> list[str]:
         """The checkers the generator can use with these settings."""
+        return [n for n in self._wanted_checkers() if n not in self.settings.unjudged]
+
+    def checks_left_out(self) -> dict[str, str]:
+        """The checkers these settings would use that the target cannot be judged by, and why."""
+        return {n: self.settings.unjudged[n] for n in self._wanted_checkers() if n in self.settings.unjudged}
+
+    def _wanted_checkers(self) -> list[str]:
         allowed = self.settings.checks
         names = [checker_name(n) for n, _ in STANDARD_CHECKS]
         names += [n for n in OPT_IN_CHECKS if n in (allowed or ())]
@@ -241,6 +250,7 @@ class Explorer:
             "faults": list(s.faults),
             "faults_left_out": s.left_out,
             "checks": sorted(s.checks) if s.checks is not None else None,
+            "checks_left_out": self.checks_left_out(),
             "schedules_tried": self.tried,
             "runs": dict(self.runs),
             "failures": [self.failure_json(f) for f in self.failures.values()],
