@@ -328,6 +328,63 @@ def test_delivery_resync_excuses_events_fed_during_the_break() -> None:
     assert verdict.status == "pass", verdict.summary
 
 
+def slow_link_dropped(h: History, *, resync: bool, received: tuple[str, ...] = ("e1", "e2")) -> None:
+    """e1-e5 are fed; g-0 gets those in ``received``, the rest held back on a slow link until the server
+    drops it at 5.0; it reconnects at 5.2, told to resync or not, and gets e6."""
+    connect(h, 0.0, "g-0", "good")
+    for seq, (t, event_id) in enumerate(((1.0, "e1"), (1.5, "e2"), (2.0, "e3"), (3.0, "e4"), (4.5, "e5")), 1):
+        feed(h, t, event_id)
+        if event_id in received:
+            batch(h, t + 0.05, "g-0", seq, [event_id])
+    close(h, 5.0, "g-0", "good", 3012, "server")
+    connect(h, 5.2, "g-0", "good", seq=5)
+    if resync:
+        rec(h, 5.21, "notice", client="g-0", type="resync_required", body={"recoverable": True})
+    feed(h, 6.0, "e6")
+    batch(h, 6.05, "g-0", 6, ["e6"])
+
+
+def test_delivery_resync_excuses_what_a_dropped_slow_connection_never_got_since_its_last_event() -> None:
+    # A server that held events back on a slow link, dropped the connection and told the client to
+    # resync on its return has owned up to all of them, not only to the last settle_s before the drop.
+    h = History()
+    slow_link_dropped(h, resync=True)
+    good = {"good": CohortInfo("good", 1, "probe")}
+    assert CHECKERS["delivery"](ctx_for(h, cohorts=good), {}).status == "pass"
+    silent = History()
+    slow_link_dropped(silent, resync=False)
+    verdict = CHECKERS["delivery"](ctx_for(silent, cohorts=good), {})
+    assert verdict.status == "fail" and verdict.evidence[0]["id"] == "e3" and verdict.evidence[0]["missing"] == 3
+
+
+def test_delivery_resync_does_not_excuse_a_hole_before_the_last_event_received() -> None:
+    good = {"good": CohortInfo("good", 1, "probe")}
+    h = History()
+    slow_link_dropped(h, resync=True, received=("e1",))  # g-0 last received e1: e2-e5 are the break's
+    assert CHECKERS["delivery"](ctx_for(h, cohorts=good), {}).status == "pass"
+    h = History()
+    slow_link_dropped(h, resync=True, received=("e1", "e4"))  # e2 and e3 are holes before e4; e5 excused
+    verdict = CHECKERS["delivery"](ctx_for(h, cohorts=good), {})
+    assert verdict.status == "fail", verdict.summary
+    missing = [e for e in verdict.evidence if e["problem"] == "fed event never received"]
+    assert [(e["id"], e["missing"]) for e in missing] == [("e2", 2)]
+
+
+def test_delivery_a_target_that_allows_gaps_after_a_reconnect_is_excused_the_break_only() -> None:
+    good = {"good": CohortInfo("good", 1, "probe")}
+    allowed = {"gaps_after_reconnect": "allowed"}
+    h = History()
+    slow_link_dropped(h, resync=False)
+    assert CHECKERS["delivery"](ctx_for(h, cohorts=good, semantics=allowed), {}).status == "pass"
+    h = History()
+    slow_link_dropped(h, resync=False)
+    feed(h, 6.5, "e7")  # lost on the new connection: no reconnect explains it
+    feed(h, 7.0, "e8")
+    batch(h, 7.05, "g-0", 8, ["e8"])
+    verdict = CHECKERS["delivery"](ctx_for(h, cohorts=good, semantics=allowed), {})
+    assert verdict.status == "fail" and verdict.evidence[0]["id"] == "e7"
+
+
 def test_delivery_silent_reconnect_does_not_excuse_events_fed_during_the_break() -> None:
     h = History()
     connect(h, 0.0, "g-0", "good")

@@ -382,7 +382,8 @@ def _required_ids(ctx: CheckContext, conns: list[Connection], fed: list[Record],
     if not conns:
         return [(i, f["t"]) for f in fed for i in f.get("ids") or []]
     start = conns[0].start_t
-    excused = _excused(ctx, conns, settle_s)
+    fed_at = {i: f["t"] for f in fed for i in f.get("ids") or []}
+    excused = _excused(ctx, conns, settle_s, fed_at)
     return [
         (i, f["t"])
         for f in fed
@@ -391,13 +392,16 @@ def _required_ids(ctx: CheckContext, conns: list[Connection], fed: list[Record],
     ]
 
 
-def _excused(ctx: CheckContext, conns: list[Connection], settle_s: float) -> list[Window]:
-    """When events may legitimately miss this client's batches: a break that ended in a resync, and
-    anything after a final close the harness chose or a target stop or crash explains."""
+def _excused(ctx: CheckContext, conns: list[Connection], settle_s: float, fed_at: dict[str, float]) -> list[Window]:
+    """When events may legitimately miss this client's batches: a break the new connection was told to
+    resync after (or any break, when the target declares gaps after a reconnect allowed), from what the
+    old connection last received, and anything after a final close the harness chose or a target stop
+    or crash explains."""
+    gaps_allowed = ctx.semantics.get("gaps_after_reconnect") == "allowed"
     excused = [
-        Window(prev.end_t - settle_s, nxt.start_t, "resync")
+        Window(_loss_from(prev, settle_s, fed_at), nxt.start_t, "resync" if told else "gap allowed")
         for prev, nxt in pairwise(conns)
-        if told_to_resync(prev, nxt)
+        if (told := told_to_resync(prev, nxt)) or gaps_allowed
     ]
     last = conns[-1].close
     if last is not None:
@@ -408,6 +412,16 @@ def _excused(ctx: CheckContext, conns: list[Connection], settle_s: float) -> lis
             margin = 0.0 if down.event in GRACEFUL_EVENTS else settle_s
             excused.append(Window(down.start - margin, math.inf, down.event))
     return excused
+
+
+def _loss_from(prev: Connection, settle_s: float, fed_at: dict[str, float]) -> float:
+    """Where a break's loss may begin: ``settle_s`` before the old connection ended, or earlier, right
+    after the last event it received, when the server held the rest back (a slow link, a full queue)
+    until it dropped the connection. Holes before that event are not excused: they were lost on a
+    connection that went on."""
+    received = [fed_at[i] for b in prev.batches for i in b.get("ids") or [] if i in fed_at]
+    last = max(received, default=prev.start_t)
+    return min(prev.end_t - settle_s, last)
 
 
 def _missing_ids(result: ClientDelivery, required: list[tuple], conns: list[Connection]) -> None:
