@@ -11,7 +11,6 @@ the receiver refused is a ``feed_error`` record and the feed goes on. It stops b
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -22,6 +21,7 @@ from typing import Any
 from harness.feeds import Event, FeedError, FeedRejected, FileSink, Sink, StoragenodeSink, make_sink
 from harness.history import History
 from harness.targetspec import TargetSpec
+from harness.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +102,11 @@ class Feed:
     async def stop(self) -> None:
         """Stop feeding; raises FeedError if a write had failed, or if no delivery ever succeeded."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        failed = await stop_tasks(task) if task is not None else None
         if self.sink is not None:
             await self.sink.close()
+        if failed is not None:
+            raise failed
         if self.error is not None:
             raise self.error
         if self.rejected and not self.fed:

@@ -55,6 +55,7 @@ from harness.history import History
 from harness.loadspec import LoadError, LoadSpec, bound_problems
 from harness.process import Child, start_child
 from harness.target import free_port
+from harness.tasks import stop_tasks
 
 LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -542,10 +543,8 @@ class LocustRun:
 
     async def _stop_sampler(self) -> None:
         task, self._sampler = self._sampler, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if task is not None and (failed := await stop_tasks(task)) is not None:
+            raise failed
         if self.role != "worker":
             self._take_samples()
         if self._folder is not None:

@@ -35,6 +35,7 @@ from harness.scenario import CohortSpec, Scenario, check_target_params
 from harness.serverstats import record_server_stats
 from harness.target import Target
 from harness.targetspec import TargetSpec
+from harness.tasks import stop_tasks
 from harness.toxiproxy import Proxy, Toxiproxy
 from harness.workdir import compress_workdir
 
@@ -199,11 +200,7 @@ async def background(*coros: Any) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(*tasks)  # what they raised is theirs: the run's own outcome is judged elsewhere
 
 
 async def run_steps(run: Run, feed: Feed, progress: Progress) -> None:

@@ -30,6 +30,7 @@ from harness.history import History
 from harness.process import Child, start_child
 from harness.promexpr import Sample, registry_size
 from harness.targetspec import HARNESS_PARAMS, PROJECT_ROOT, LogSpec, TargetError, TargetSpec, expand
+from harness.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -547,15 +548,13 @@ class Target:
     async def _finish(self) -> None:
         """Stop the background tasks and record the last log lines."""
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        failed = await stop_tasks(*tasks)
         self._follower.read(final=True)
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if failed is not None:
+            raise failed
 
     def _record_exit(self) -> None:
         """Record that the process ended by itself (not stopped, killed or paused by us)."""
