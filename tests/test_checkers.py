@@ -19,6 +19,7 @@ from harness.checkers import (
     run_checks,
 )
 from harness.dialects import make_dialect
+from harness.explore.signature import reason_class
 from harness.history import History
 
 EPOCH = "epoch-1"
@@ -449,6 +450,18 @@ def test_eviction_fails_when_client_never_evicted() -> None:
     believed = [e["client"] for e in verdict.evidence if e.get("problem") == "harness still believes it connected"]
     assert believed == ["v-1"]
     assert "evicted_after_s" not in verdict.figures
+
+
+def test_eviction_a_registry_that_drops_only_at_the_heal_names_the_held_connection_first() -> None:
+    # Its first problem is the failure's class in explore: the same as a stuck reader held to the heal.
+    h = eviction_history([(1.5, 4), (3.0, 4), (4.2, 2)], stuck_close_t=None)
+    rec(h, 4.0, "fault_heal", fault="cut", type="network_cut", cohort="victims")
+    close(h, 4.0, "v-0", "victims", 1000, "client")
+    close(h, 4.0, "v-1", "victims", 1000, "client")
+    verdict = CHECKERS["eviction"](ctx_for(h), {"cohort": "victims", "within": 2.5})
+    assert verdict.status == "fail" and "never evicted" in verdict.summary, verdict.summary
+    assert verdict.evidence[0]["problem"] == "the target held the connection until the heal"
+    assert reason_class(verdict) == "the target held the connection until the heal"
 
 
 def test_eviction_of_a_slow_link_the_target_closed_before_the_heal_passes() -> None:

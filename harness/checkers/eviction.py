@@ -28,6 +28,8 @@ from harness.checkers.base import (
 from harness.checkers.victim_closes import SERVER_SIDE, how_closed, seen_by_victims
 from harness.optiontypes import NO_NUMBER
 
+HELD_UNTIL_HEAL = "the target held the connection until the heal"
+
 
 @register("eviction", "Eviction")
 def check_eviction(ctx: CheckContext, options: dict[str, Any]) -> Verdict:
@@ -230,7 +232,7 @@ def _held_until_heal(case: Eviction, held: list[str]) -> Verdict:
     summary = (f"{case.describe()} never evicted: the target's socket to {len(held)} of them stayed open (watched "
                f"in /proc/net/tcp) until the harness closed it at heal (t={case.heal_t:.2f}s), whatever its "
                "registry count said")  # fmt: skip
-    evidence = [{"client": c, "problem": "the target held the connection until the heal", "t": case.heal_t}
+    evidence = [{"client": c, "problem": HELD_UNTIL_HEAL, "t": case.heal_t}
                 for c in held]  # fmt: skip
     return Verdict("eviction", FAIL, summary, cap_evidence(evidence), {"t0": rounded(case.t0), "victims": len(held)})
 
@@ -367,7 +369,8 @@ def _eviction_done(
     if case.heal_t is not None and done["t"] >= case.heal_t and not seen.before_heal:
         if case.healed_early():
             return _healed_early(case)
-        evidence = cap_evidence([p for p in timeline if p["t"] <= done["t"]])
+        evidence = [{"problem": HELD_UNTIL_HEAL, "t": case.heal_t, "registry_dropped_t": done["t"]}]
+        evidence += cap_evidence([p for p in timeline if p["t"] <= done["t"]])
         evidence += _still_connected(ctx, case, case.heal_t)
         summary = (
             f"{case.describe()} never evicted: the server still held the connection until the harness closed "
@@ -383,6 +386,8 @@ def _eviction_done(
     summary = f"{case.describe()} left the registry only after {took:.2f}s ({case.bound()}): {how}"
     left = next((p for p in timeline if p["registry"] <= p["expected_at_most"]), None)
     if left is not None and left["t"] < done["t"] and left.get("old_connections") is not None:
+        evidence.insert(0, {"problem": "connections held open after leaving the registry", "t": left["t"],
+                            "until_t": done["t"]})  # fmt: skip
         summary = (f"{case.describe()} left the registry after {left['t'] - case.t0:.2f}s, but the target kept "
                    f"{left['old_connections'] - left['old_expected_at_most']} more connection(s) than the clients "
                    f"it should keep open (ESTABLISHED in its socket table) until t={done['t']:.2f}s, "
