@@ -23,7 +23,7 @@ from harness.checkers import Verdict
 from harness.explore.generate import MAX_SECONDS, Options, generate, planned_seconds
 from harness.explore.ranges import TABLE, explorable, fault_range, nameable, unjudged_checks
 from harness.explore.reduce import default_target, drop_cohorts, lower, lower_rates
-from harness.explore.session import Explorer, Settings
+from harness.explore.session import Explorer, Settings, known_failures
 from harness.explore.shrink import Shrinker
 from harness.explore.signature import Signature, first_failure, reason_class, signature
 from harness.faults import FAULTS
@@ -467,6 +467,51 @@ def test_the_coverage_counts_the_load_check_when_there_is_load(tmp_path):
         assert {"no_error_logs", "delivery"} <= set(checkers) and set(checkers) & {"load"} == wanted
 
 
+class FakeClock:
+    """A clock each fake run moves on by ten seconds, so a budget ends after a known number of runs."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TimedCutFailsExplorer(CutFailsExplorer):
+    async def run(self, schedule: dict[str, Any], run_dir: Path) -> ScenarioResult:
+        self.clock.now += 10.0  # type: ignore[attr-defined]
+        return await super().run(schedule, run_dir)
+
+
+async def test_a_failure_an_earlier_exploration_found_is_counted_but_not_shrunk_again(tmp_path):
+    first, _ = await explore_with_fake_runs(tmp_path / "first")
+    known = known_failures(first.write_summary().parent)
+    (sig,) = known
+    assert sig == next(iter(first.failures)) and known[sig].endswith("explore.json#failure-1")
+    settings = Settings(bundled_monitor(), tmp_path / "again", 300.0, 1, ("network_cut", "latency"), repeats=2,
+                        known=known)  # fmt: skip
+    explorer = TimedCutFailsExplorer(settings, progress=lambda line: None, clock=FakeClock())
+    await explorer.explore(toxiproxy=None)  # type: ignore[arg-type]
+    summary = explorer.summary()
+    (failure,) = summary["failures"]
+    assert failure["state"] == "known" and failure["hits"] >= 2 and failure["known_from"] == known[sig]
+    assert summary["runs"]["shrink"] == 0 and explorer.new_failures() == []
+    assert summary["schedules_tried"] == summary["runs"]["explore"] >= 20  # the budget went on exploring
+    assert "known" in (tmp_path / "again" / "failure-1" / "shrink.log").read_text(encoding="utf-8")
+    page = write_explore_html(explorer.write_summary().parent).read_text(encoding="utf-8")
+    assert "known: found before in" in page
+
+
+def test_known_refuses_what_is_not_an_explorations_summary(tmp_path):
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError, match=r"--known .*: cannot read an exploration's explore\.json"):
+        known_failures(tmp_path / "nowhere.json")
+    (tmp_path / "report.json").write_text(json.dumps({"schema": "wschaos.report/1"}), encoding="utf-8")
+    with pytest.raises(HarnessError, match="not an exploration's summary"):
+        known_failures(tmp_path / "report.json")
+
+
 async def test_until_shrunk_ends_the_exploration_once_that_many_failures_are_shrunk(tmp_path):
     explorer, tried = await explore_with_fake_runs(tmp_path)
     summary = explorer.summary()
@@ -510,6 +555,7 @@ def wschaos(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
         (["--budget", "soon"], "wschaos: --budget: 'soon' is not a duration"),
         (["--faults", "netwrk_cut"], "wschaos: --faults: unknown fault type 'netwrk_cut'; known: churn"),
         (["--checks", "delivry"], "wschaos: --checks: unknown checker(s) delivry; known: no_error_logs"),
+        (["--known", "nowhere/explore.json"], "wschaos: --known nowhere/explore.json: cannot read an exploration's"),
         (["--target", "harness/targets/ws_broadcaster.yaml", "--checks", "delivery,persistence"],
          "wschaos: --checks: persistence cannot judge ws_broadcaster: the target file declares no persistence"),
     ],

@@ -17,7 +17,7 @@ from harness.capacity import lookup
 from harness.checkers import CHECKERS
 from harness.errors import HarnessError
 from harness.explore.ranges import explorable, nameable, unjudged_checks
-from harness.explore.session import Explorer, Settings, clock_text
+from harness.explore.session import Explorer, Settings, clock_text, known_failures
 from harness.targetspec import bundled_monitor, load_target
 from harness.toxiproxy import running_toxiproxy
 from wschaos.rundir import new_run_dir, run_with_signals
@@ -46,28 +46,33 @@ MAX_BUDGET_S = 24 * 3600
 @click.option("--load", is_flag=True, help="Locust users, on a proxy of their own, in half the schedules")
 @click.option("--until-shrunk", type=click.IntRange(1, 100), default=None,
               help="end once this many distinct failures are shrunk (default: run out the budget)")  # fmt: skip
+@click.option("--known", "known_paths", multiple=True, type=click.Path(path_type=Path),
+              help="explore.json (or folder) of an earlier exploration: its failures are counted but neither "
+                   "confirmed nor shrunk again, and do not make the exit status 1 (repeatable)")  # fmt: skip
 def explore(
     target_file: Path | None, budget: str, seed: int | None, faults_arg: str | None, checks_arg: str | None,
     out: Path, repeats: int, capacity_file: Path | None, load: bool, until_shrunk: int | None,
+    known_paths: tuple[Path, ...],
 ) -> None:  # fmt: skip
     """Run random fault schedules until the budget ends; shrink each distinct failure.
 
     Writes OUT/STAMP-explore/: every schedule tried, failure-N/ with original.yaml, minimal.yaml (run it
     with `wschaos run`) and shrink.log, and explore.json (what failed, and what was exercised). Exits 1
-    when a failure was found, 130 when interrupted (after writing what it has)."""
+    when a failure was found (one not --known), 130 when interrupted (after writing what it has)."""
     budget_s = parse_budget(budget)
     target = load_target(target_file) if target_file else bundled_monitor()
     usable, left_out = explorable(target.external)
     faults = choose_faults(faults_arg, usable, nameable(target.external), left_out)
     unjudged = unjudged_checks(target)
     checks = choose_checks(checks_arg, target.name, unjudged)
+    known = {sig: where for path in known_paths for sig, where in known_failures(path).items()}
     seed = seed if seed is not None else random.randrange(2**31)
     capacity = lookup(capacity_file or out / "capacity.json", target)
     run_dir = new_run_dir(out.resolve(), "explore")
     settings = Settings(target, run_dir, budget_s, seed, faults, checks, repeats,
                         {f: why for f, why in left_out.items() if f not in faults},
                         str(target_file) if target_file else None, until_shrunk,
-                        capacity.rate if capacity else None, load, unjudged)  # fmt: skip
+                        capacity.rate if capacity else None, load, unjudged, known)  # fmt: skip
     rates = f"shares of its capacity, {capacity.rate:g} events/s" if capacity else "100-400 events/s, not calibrated"
     rates += ", Locust load in half the schedules" if load else ""
     click.echo(f"wschaos {__version__}: exploring {target.name} for {clock_text(budget_s)}, seed {seed}, "
@@ -88,7 +93,7 @@ def explore(
         click.echo(line)
     click.echo(f"Summary: {path}")
     click.echo(f"Report: {path.parent / 'index.html'}")
-    sys.exit(1 if explorer.failures else 0)
+    sys.exit(1 if explorer.new_failures() else 0)
 
 
 def write_results(explorer: Explorer) -> Path:
@@ -159,7 +164,9 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     for f in summary["failures"]:
         sig = f["signature"]
         what = " / ".join([sig["status"], sig["checker"] or "harness", *([sig["reason"]] if sig["reason"] else [])])
-        if "minimal" in f:
+        if f["state"] == "known":
+            shape = f"known, found before in {f['known_from']}: not shrunk again"
+        elif "minimal" in f:
             before, after = f["original"], f["minimal"]
             shape = (f"shrunk from {len(before['faults'])} fault(s), {before['clients']} clients to "
                      f"{', '.join(after['faults']) or 'no fault'}, {after['clients']} clients "

@@ -27,6 +27,7 @@ import yaml
 
 from harness import __version__
 from harness.checkers import checker_name
+from harness.errors import HarnessError
 from harness.explore.coverage import Coverage
 from harness.explore.generate import Options, generate, planned_seconds
 from harness.explore.ranges import OPT_IN_CHECKS, STANDARD_CHECKS, fault_range
@@ -37,6 +38,7 @@ from harness.scenario import parse
 from harness.targetspec import TargetSpec
 from harness.toxiproxy import Toxiproxy
 
+SCHEMA = "wschaos.explore/1"
 OVERHEAD_S = 5.0  # first guess of a run's start-up and teardown beyond its planned time
 RECENT = 5  # the estimate is the largest overhead of this many last runs
 
@@ -62,6 +64,8 @@ class Settings:
     capacity: float | None = None  # the target's calibrated capacity: feed rates are shares of it
     load: bool = False  # Locust users in some schedules
     unjudged: dict[str, str] = field(default_factory=dict)  # checkers the target cannot be judged by, and why
+    # failures an earlier exploration found (--known): counted, neither confirmed nor shrunk again
+    known: dict[Signature, str] = field(default_factory=dict)  # signature -> where it was found
 
 
 @dataclass
@@ -119,6 +123,10 @@ class Explorer:
         self.stopped_by = "budget"
         self.say(f"budget reached: {self.tried} schedules tried, {len(self.failures)} distinct failure(s)")
 
+    def new_failures(self) -> list[Failure]:
+        """The failures not already known from an earlier exploration."""
+        return [f for f in self.failures.values() if f.shrunk.state != "known"]
+
     def shrunk_count(self) -> int:
         return sum(f.shrunk.state == "shrunk" for f in self.failures.values())
 
@@ -154,6 +162,13 @@ class Explorer:
         log = folder / "shrink.log"
         log.write_text(f"{failure.dir_name}: {schedule['name']} failed: {found}\n"
                        f"run it again: {self.command(folder / 'original.yaml')}\n", encoding="utf-8")  # fmt: skip
+        if found in self.settings.known:
+            failure.shrunk.state = "known"
+            line = f"known: found before in {self.settings.known[found]}; neither confirmed nor shrunk again"
+            with log.open("a", encoding="utf-8") as f:
+                f.write(line + "\n")
+            self.say(f"{failure.dir_name}: {line}")
+            return
         runs = iter(range(1, 10**6))
         last_failing = run  # the latest run that failed this way: a kept schedule's last run
 
@@ -236,7 +251,7 @@ class Explorer:
     def summary(self) -> dict[str, Any]:
         s = self.settings
         return {
-            "schema": "wschaos.explore/1",
+            "schema": SCHEMA,
             "harness_version": __version__,
             "target": s.target.name,
             "target_file": s.target_arg,
@@ -264,6 +279,8 @@ class Explorer:
                "found_after_s": failure.found_after_s, "shrink_s": failure.shrink_s,
                "original_run": failure.original_run, "minimal_run": failure.minimal_run or None,
                **failure.shrunk.to_json(), "original": size(original)}  # fmt: skip
+        if failure.shrunk.signature in self.settings.known:
+            out["known_from"] = self.settings.known[failure.shrunk.signature]
         if (folder / "minimal.yaml").exists():
             out["minimal"] = size(yaml.safe_load((folder / "minimal.yaml").read_text(encoding="utf-8")))
         return out
@@ -272,6 +289,22 @@ class Explorer:
         path = self.settings.out_dir / "explore.json"
         path.write_text(json.dumps(self.summary(), indent=2), encoding="utf-8")
         return path
+
+
+def known_failures(path: Path) -> dict[Signature, str]:
+    """The signatures of the failures an earlier exploration found, from its ``explore.json`` (or its
+    folder), each with where it was found."""
+    file = path / "explore.json" if path.is_dir() else path
+    try:
+        summary = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise HarnessError(f"--known {path}: cannot read an exploration's explore.json: {exc}") from None
+    if not isinstance(summary, dict) or summary.get("schema") != SCHEMA:
+        raise HarnessError(f"--known {path}: not an exploration's summary (expected schema {SCHEMA!r})")
+    try:
+        return {Signature(**f["signature"]): f"{file}#{f['dir']}" for f in summary.get("failures") or []}
+    except (TypeError, KeyError) as exc:
+        raise HarnessError(f"--known {path}: a failure without a signature ({exc})") from None
 
 
 def feed_nodes(target: TargetSpec) -> tuple[str, ...]:

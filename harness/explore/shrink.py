@@ -32,7 +32,8 @@ class OutOfBudget(Exception):
 class Shrunk:
     signature: Signature
     repeats: int
-    # unconfirmed (the budget ended first), flaky, shrinking, shrunk, stopped (by the budget, while shrinking)
+    # unconfirmed (the budget ended first), flaky, shrinking, shrunk, stopped (by the budget, while
+    # shrinking), known (found by an earlier exploration: neither confirmed nor shrunk again)
     state: str = "unconfirmed"
     original_hits: int = 0  # runs of the original that failed with the signature
     original_runs: int = 0
