@@ -524,6 +524,7 @@ def test_eviction_late_is_a_failure_with_the_time() -> None:
     verdict = CHECKERS["eviction"](ctx_for(h), {"cohort": "victims", "within": 5.0})
     assert verdict.status == "fail"
     assert verdict.figures["evicted_after_s"] == pytest.approx(8.0)
+    assert reason_class(verdict) == "left the registry after the bound"
 
 
 @pytest.mark.parametrize(("paused", "status"), [((2.0, 5.0), "pass"), ((2.0, 3.0), "fail"), (None, "fail")])

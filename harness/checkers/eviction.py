@@ -381,13 +381,14 @@ def _eviction_done(
     if took <= case.within:
         summary = f"{case.describe()} left the registry after {took:.2f}s ({case.bound()}): {how}"
         return Verdict("eviction", PASS, summary, [], figures)
-    evidence = cap_evidence([p for p in timeline if p["t"] <= done["t"]])
+    evidence = [{"problem": "left the registry after the bound", "t": done["t"], "after_s": rounded(took)}]
+    evidence += cap_evidence([p for p in timeline if p["t"] <= done["t"]])
     evidence += _still_connected(ctx, case, case.t0 + case.within)
     summary = f"{case.describe()} left the registry only after {took:.2f}s ({case.bound()}): {how}"
     left = next((p for p in timeline if p["registry"] <= p["expected_at_most"]), None)
     if left is not None and left["t"] < done["t"] and left.get("old_connections") is not None:
-        evidence.insert(0, {"problem": "connections held open after leaving the registry", "t": left["t"],
-                            "until_t": done["t"]})  # fmt: skip
+        evidence[0] = {"problem": "connections held open after leaving the registry", "t": left["t"],
+                       "until_t": done["t"]}  # fmt: skip
         summary = (f"{case.describe()} left the registry after {left['t'] - case.t0:.2f}s, but the target kept "
                    f"{left['old_connections'] - left['old_expected_at_most']} more connection(s) than the clients "
                    f"it should keep open (ESTABLISHED in its socket table) until t={done['t']:.2f}s, "
