@@ -30,7 +30,7 @@ from harness.history import History
 from harness.process import Child, start_child
 from harness.promexpr import Sample, registry_size
 from harness.targetspec import HARNESS_PARAMS, PROJECT_ROOT, LogSpec, TargetError, TargetSpec, expand
-from harness.tasks import stop_tasks
+from harness.tasks import stop_tasks, within
 
 log = logging.getLogger(__name__)
 
@@ -525,7 +525,7 @@ class Target:
 
     async def _probe_tcp(self, timeout: float) -> bool:
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), timeout)
+            _, writer = await within(timeout, asyncio.open_connection(self.host, self.port))
         except (OSError, TimeoutError):
             return False
         writer.close()

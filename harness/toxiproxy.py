@@ -34,6 +34,7 @@ from toxiproxy.exceptions import InvalidToxic, NotFound, ProxyExists
 
 from harness.errors import ToxiproxyError, ToxiproxyNotFound
 from harness.process import Child, start_child
+from harness.tasks import within
 
 log = logging.getLogger(__name__)
 
@@ -483,7 +484,7 @@ class Toxiproxy:
         seconds = self.timeout
         address = self._library_address
         try:
-            return await asyncio.wait_for(_in_daemon_thread(lambda: _LIBRARY_GATE.run(address, call)), seconds)
+            return await within(seconds, _in_daemon_thread(lambda: _LIBRARY_GATE.run(address, call)))
         except TimeoutError:
             raise self._timeout_error(action, seconds) from None
         except (ProxyExists, NotFound, InvalidToxic) as exc:

@@ -7,7 +7,7 @@ import contextlib
 
 import pytest
 
-from harness.tasks import stop_tasks
+from harness.tasks import stop_tasks, within
 
 
 async def slow_to_stop(started: asyncio.Event) -> None:
@@ -58,3 +58,24 @@ async def test_what_a_task_raised_is_returned_not_raised_and_a_cancelled_one_is_
     failed = await stop_tasks(sleeping, failing)
     assert isinstance(failed, ValueError) and sleeping.cancelled() and failing.done()
     assert await stop_tasks() is None
+
+
+async def bounded(fut: asyncio.Future[int]) -> int:
+    return await within(10, fut)
+
+
+async def test_within_raises_a_cancellation_that_arrives_as_the_call_completes():
+    # Python 3.11's asyncio.wait_for returns the result here and the Ctrl-C is lost.
+    fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    outer = asyncio.create_task(bounded(fut))
+    await asyncio.sleep(0)  # outer awaits fut now
+    fut.set_result(1)
+    outer.cancel()  # in the same turn of the loop
+    await asyncio.wait([outer])
+    assert outer.cancelled()
+
+
+async def test_within_gives_the_result_or_a_timeout():
+    assert await within(1, asyncio.sleep(0, result=7)) == 7
+    with pytest.raises(TimeoutError):
+        await within(0.01, asyncio.sleep(10))

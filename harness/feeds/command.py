@@ -13,6 +13,7 @@ from typing import Any
 
 from harness.feeds.base import Event, FeedError, FeedRejected, Sink
 from harness.targetspec import FeedSpec, expand
+from harness.tasks import within
 
 DEFAULT_BATCH = 100
 STDERR_TAIL = 300
@@ -38,7 +39,7 @@ class CommandSink(Sink):
         except OSError as exc:
             raise FeedError(f"feed.argv: cannot run {self.argv[0]!r}: {exc.strerror or exc}") from exc
         try:
-            _, stderr = await asyncio.wait_for(process.communicate(data), self.timeout)
+            _, stderr = await within(self.timeout, process.communicate(data))
         except TimeoutError:
             raise FeedRejected(f"{self.argv[0]}: still running after {self.timeout:g} s, killed") from None
         finally:
