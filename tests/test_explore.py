@@ -70,6 +70,18 @@ def test_every_generated_schedule_is_a_valid_scenario(seed):
         assert yaml.safe_load(yaml.safe_dump(schedule)) == schedule  # written out, it reads back the same
 
 
+def test_every_param_a_fault_runs_with_is_within_its_range():
+    # A slow_consumer left at its default ceiling of 120 s outlasted its schedule's timeout of 60 s.
+    opt_in = ("log_rotation", "malformed_input", "stuck_churn", "steady_requests")
+    for i in range(200):
+        for step in fault_steps(generate(options(seed=4, faults=tuple(ALL) + opt_in), i)):
+            ranges = fault_range(step["type"])
+            params = {**FAULTS[step["type"]].defaults, **step.get("params", {})}
+            for name, spec in ranges.params.items():
+                value = params[name]
+                assert value in spec if isinstance(spec, list) else spec[0] <= value <= spec[1], (i, step, name)
+
+
 @pytest.mark.parametrize("capacity", [60.0, 12000.0])
 def test_feed_rates_are_shares_of_a_calibrated_capacity(capacity):
     uncalibrated = [generate(options(seed=2), i) for i in range(80)]

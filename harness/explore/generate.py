@@ -35,7 +35,7 @@ from harness.scenario import DEFAULT_STEADY_S
 MAX_SECONDS = 14.0  # a generated scenario's planned method and steady states, without start-up
 TRIES = 40
 SHARE_COHORT = 0.3  # chance that a fault joins a cohort another fault already uses
-KEEP_DEFAULT = 0.25  # chance that a param is left at its default
+KEEP_DEFAULT = 0.25  # chance that a param is left at its default (when the default is within its range)
 BURST = 0.25  # chance of a feed burst
 TIMEOUT_S = 60.0
 LOAD = 0.5  # with load asked for: the share of schedules that get it
@@ -160,7 +160,9 @@ def draw_fault(
     ranges = fault_range(fault_type)
     assert ranges is not None
     cohort = pick_cohort(rng, ranges.cohort, cohorts, profiles)
-    params = {name: draw_value(rng, r) for name, r in ranges.params.items() if rng.random() >= KEEP_DEFAULT}
+    defaults = FAULTS[fault_type].defaults
+    params = {name: draw_value(rng, r) for name, r in ranges.params.items()
+              if rng.random() >= KEEP_DEFAULT or not in_range(defaults.get(name), r)}  # fmt: skip
     duration = round(rng.uniform(*ranges.duration), 1) if ranges.duration else None
     return Drawn(f"{fault_type}_{i + 1}", fault_type, ranges, cohort, params, duration)
 
@@ -182,6 +184,14 @@ def pick_cohort(
     cohorts.append(cohort)
     profiles[name] = want.profile
     return name
+
+
+def in_range(value: Any, spec: Range) -> bool:
+    """Whether ``value`` is one the range could draw: a default outside it is never kept (a ceiling of
+    120 s would outlast the schedule's own timeout)."""
+    if isinstance(spec, list):
+        return value in spec
+    return isinstance(value, int | float) and not isinstance(value, bool) and spec[0] <= value <= spec[1]
 
 
 def draw_value(rng: random.Random, spec: Range) -> Any:
