@@ -138,21 +138,25 @@ def external_skip_reason(scenario: Scenario, spec: TargetSpec) -> str | None:
     return f"fault {names} needs the target's process: {EXTERNAL}"
 
 
+def external_cannot_judge(spec: TargetSpec) -> dict[str, str]:
+    """The checkers that cannot apply to ``spec`` because it is external, each with why (its file says so)."""
+    if not spec.external:
+        return {}
+    no_log = f"no log of the target's process to read: {EXTERNAL}"
+    out = {"no_error_logs": no_log, "log_volume": no_log,
+           "shutdown": f"the harness does not stop the target: {EXTERNAL}"}  # fmt: skip
+    if spec.metrics is None or spec.metrics.clients is None:
+        out["eviction"] = f"no registry size: no metrics gauge, and its process's sockets cannot be counted: {EXTERNAL}"
+    return out
+
+
 def inapplicable(target: Target, ctx: CheckContext, name: str) -> Verdict | None:
     """The not-applicable verdict of check ``name`` against an external target, or None if it applies."""
-    if not target.spec.external:
-        return None
     checker = checker_name(name)
-    if checker in ("no_error_logs", "log_volume"):
-        return Verdict.unknown(name, NOT_APPLICABLE, f"no log of the target's process to read: {EXTERNAL}")
-    if checker == "shutdown":
-        return Verdict.unknown(name, NOT_APPLICABLE, f"the harness does not stop the target: {EXTERNAL}")
-    if checker == "persistence" and ctx.stored_ids is None:
-        return Verdict.unknown(name, NOT_APPLICABLE, f"no database the harness can read: {EXTERNAL}")
-    if checker == "eviction" and (target.spec.metrics is None or target.spec.metrics.clients is None):
-        why = f"no registry size: no metrics gauge, and its process's sockets cannot be counted: {EXTERNAL}"
-        return Verdict.unknown(name, NOT_APPLICABLE, why)
-    return None
+    why = external_cannot_judge(target.spec).get(checker)
+    if why is None and target.spec.external and checker == "persistence" and ctx.stored_ids is None:
+        why = f"no database the harness can read: {EXTERNAL}"
+    return None if why is None else Verdict.unknown(name, NOT_APPLICABLE, why)
 
 
 def inapplicable_checks(target: Target, ctx: CheckContext, checks: dict[str, Any]) -> dict[str, Verdict]:

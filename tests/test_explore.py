@@ -189,7 +189,8 @@ def test_the_checks_a_target_file_leaves_nothing_to_judge_with():
     assert set(unjudged_checks(broadcaster)) == {"persistence", "stats"}
     assert "no persistence" in unjudged_checks(broadcaster)["persistence"]
     external = dataclasses.replace(broadcaster, url="ws://127.0.0.1:9/ws", command=[], metrics=None)
-    assert set(unjudged_checks(external)) == {"persistence", "stats", "no_error_logs", "log_volume", "eviction"}
+    assert set(unjudged_checks(external)) == {"persistence", "stats", "no_error_logs", "log_volume", "eviction",
+                                              "shutdown"}  # fmt: skip
 
 
 def test_the_exploration_says_which_checks_it_left_out_and_why(tmp_path):

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.external import external_cannot_judge
 from harness.faults import FAULTS
 from harness.targetspec import TargetSpec
 
@@ -257,11 +258,7 @@ def unjudged_checks(target: TargetSpec) -> dict[str, str]:
         out["persistence"] = "the target file declares no persistence: no stored event ids to compare with the feed"
     if target.stats is None:
         out["stats"] = "the target file declares no stats: no message with the server's own counts"
-    if target.external:
-        out["no_error_logs"] = out["log_volume"] = "the target is external: the harness reads no log of it"
-        if target.metrics is None or target.metrics.clients is None:
-            out["eviction"] = "the target is external and its file names no clients gauge: no registry size to read"
-    return out
+    return out | external_cannot_judge(target)
 
 
 def nameable(external: bool) -> list[str]:
