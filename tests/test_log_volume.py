@@ -3,6 +3,7 @@ fault ran, fails on each budget it is over, and says not applicable when it has 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from harness.checkers import CHECKERS, CheckContext, Verdict, option_problem
 from harness.external import inapplicable
 from harness.history import History
+from harness.targetspec import bundled_monitor
 
 
 def rec(h: History, t: float, kind: str, **fields: Any) -> None:
@@ -131,11 +133,8 @@ def test_bad_options_are_named_before_any_run() -> None:
 
 
 def test_an_external_target_has_no_log_to_judge() -> None:
-    class Spec:
-        external = True
-
-    class Target:
-        spec = Spec()
+    class Target:  # only its file is read
+        spec = dataclasses.replace(bundled_monitor(), url="ws://127.0.0.1:9/ws", command=[])
 
     verdict = inapplicable(Target(), CheckContext(history=History()), "log_volume")  # type: ignore[arg-type]
     assert verdict is not None and verdict.unknown_reason == "not_applicable"
