@@ -382,8 +382,7 @@ def _required_ids(ctx: CheckContext, conns: list[Connection], fed: list[Record],
     if not conns:
         return [(i, f["t"]) for f in fed for i in f.get("ids") or []]
     start = conns[0].start_t
-    fed_at = {i: f["t"] for f in fed for i in f.get("ids") or []}
-    excused = _excused(ctx, conns, settle_s, fed_at)
+    excused = _excused(ctx, conns, settle_s, fed)
     return [
         (i, f["t"])
         for f in fed
@@ -392,16 +391,17 @@ def _required_ids(ctx: CheckContext, conns: list[Connection], fed: list[Record],
     ]
 
 
-def _excused(ctx: CheckContext, conns: list[Connection], settle_s: float, fed_at: dict[str, float]) -> list[Window]:
+def _excused(ctx: CheckContext, conns: list[Connection], settle_s: float, fed: list[Record]) -> list[Window]:
     """When events may legitimately miss this client's batches: a break the new connection was told to
     resync after (or any break, when the target declares gaps after a reconnect allowed), from what the
     old connection last received, and anything after a final close the harness chose or a target stop
     or crash explains."""
     gaps_allowed = ctx.semantics.get("gaps_after_reconnect") == "allowed"
+    breaks = [(prev, nxt, told) for prev, nxt in pairwise(conns) if (told := told_to_resync(prev, nxt)) or gaps_allowed]
+    fed_at = {i: f["t"] for f in fed for i in f.get("ids") or []} if breaks else {}  # most clients have no break
     excused = [
         Window(_loss_from(prev, settle_s, fed_at), nxt.start_t, "resync" if told else "gap allowed")
-        for prev, nxt in pairwise(conns)
-        if (told := told_to_resync(prev, nxt)) or gaps_allowed
+        for prev, nxt, told in breaks
     ]
     last = conns[-1].close
     if last is not None:
